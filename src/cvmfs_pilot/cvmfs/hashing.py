@@ -100,6 +100,9 @@ class ContentHash(object):
     def __setattr__(self, name, value):
         raise AttributeError("ContentHash is immutable")
 
+    def __reduce__(self):
+        return ContentHash, (self.algorithm, self.digest)
+
     @classmethod
     def of(cls, data, algorithm=SHA1):
         """The hash of ``data`` (the stored bytes of an object)."""
