@@ -1,0 +1,1 @@
+"""The publisher (server tier, Python 3.10+): keys, signing and writing standard CernVM-FS repositories."""
