@@ -1,0 +1,100 @@
+"""The revision a publish builds upon: its catalogs, loaded from the storage on demand and verified."""
+
+import os
+from collections import OrderedDict
+
+from cvmfs_pilot.cvmfs.catalog import Catalog, CatalogError
+from cvmfs_pilot.cvmfs.compression import DecompressionError, decompress
+from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, ContentHash
+
+from .errors import PublishError
+
+_OPEN_CATALOGS = 16
+
+
+def load_catalog_file(storage, content_hash, size, directory):
+    """Fetch catalog object ``content_hash`` from the storage, verify it, and write it decompressed into
+    ``directory``; returns the file name."""
+    filename = os.path.join(directory, content_hash.hex() + ".db")
+    if os.path.exists(filename):
+        return filename
+    try:
+        stored = storage.read(content_hash, SUFFIX_CATALOG)
+    except OSError as exc:
+        raise PublishError("catalog {} of the previous revision is missing from {} ({}); run 'cvmfs-pilot repo "
+                           "check' on the storage".format(content_hash.hex(), storage.root, exc.strerror))
+    if ContentHash.of(stored, content_hash.algorithm) != content_hash:
+        raise PublishError("catalog {} in {} is corrupted (its content does not match its hash); run "
+                           "'cvmfs-pilot repo check'".format(content_hash.hex(), storage.root))
+    try:
+        data = decompress(stored, limit=size or None)
+    except DecompressionError as exc:
+        raise PublishError("catalog {} in {}: {}".format(content_hash.hex(), storage.root, exc))
+    tmp = filename + ".part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, filename)
+    return filename
+
+
+class PreviousRevision:
+    """Lookups in the previous revision by directory, opening at most a few catalogs at a time."""
+
+    def __init__(self, storage, manifest, directory):
+        self.storage = storage
+        self.manifest = manifest
+        self.directory = directory
+        self._open = OrderedDict()
+        self.root = self._catalog(manifest.root_catalog, manifest.root_catalog_size)
+
+    def _catalog(self, content_hash, size):
+        catalog = self._open.get(content_hash)
+        if catalog is not None:
+            self._open.move_to_end(content_hash)
+            return catalog
+        filename = load_catalog_file(self.storage, content_hash, size, self.directory)
+        try:
+            catalog = Catalog(filename)
+        except CatalogError as exc:
+            raise PublishError("previous revision of {}: {}".format(self.storage.root, exc))
+        self._open[content_hash] = catalog
+        while len(self._open) > _OPEN_CATALOGS:
+            self._open.popitem(last=False)[1].close()
+        return catalog
+
+    def catalog_holding(self, path):
+        """The catalog that lists the contents of directory ``path``, with its reference (None for the root)."""
+        catalog, ref = self.root, None
+        while True:
+            nested = catalog.find_nested(path)
+            if nested is None:
+                return catalog, ref
+            catalog, ref = self._catalog(nested.hash, nested.size), nested
+
+    def nested_ref(self, path):
+        """The reference of the nested catalog mounted exactly at ``path``, or None."""
+        _, ref = self.catalog_holding(path)
+        return ref if ref is not None and ref.path == path else None
+
+    def listing(self, path):
+        """``{name: (Entry, chunks)}`` of directory ``path``; empty if it did not exist."""
+        catalog, _ = self.catalog_holding(path)
+        entry = catalog.lookup(path)
+        if entry is None or not entry.is_directory:
+            return {}
+        return {e.name: (e, catalog.chunks(e) if e.is_chunked else []) for e in catalog.listing(path)}
+
+    def catalog_file(self, ref):
+        return load_catalog_file(self.storage, ref.hash, ref.size, self.directory)
+
+    def close(self):
+        for catalog in self._open.values():
+            catalog.close()
+        self._open.clear()
+
+
+def nested_statistics(filename):
+    with Catalog(filename) as catalog:
+        return catalog.statistics()
+
+

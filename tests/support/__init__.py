@@ -1,0 +1,1 @@
+"""Helpers for the tests: external servers started and stopped per test."""
