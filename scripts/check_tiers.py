@@ -73,8 +73,8 @@ def layer_refusal(importer_layer, target):
     allowed = NODE_LAYERS[: NODE_LAYERS.index(importer_layer) + 1]
     if target_layer in allowed:
         return None
-    return (f"the {importer_layer} layer may import only {', '.join(allowed)} (data flow: {' -> '.join(NODE_LAYERS)}); "
-            f"move what both need into one of those")
+    return (f"the {importer_layer} layer may import only {', '.join(allowed)} "
+            f"(data flow: {' -> '.join(NODE_LAYERS)}); move what both need into one of those")
 
 
 class SourceFile:
@@ -131,10 +131,9 @@ def imports_in(source, tree):
             else:
                 yield Import(node.lineno, statement, base)
         elif isinstance(node, ast.Call) and is_dynamic_import(node):
-            found = dynamic_import(source, node)
-            # The dispatcher imports the modules named in its tables, which dispatch_entries() checks instead.
-            if not (found.module is None and source.module == DISPATCHER):
-                yield found
+            if source.module == DISPATCHER and not is_string(name_argument(node)):
+                continue  # the dispatcher imports the modules of its tables, which dispatch_violations() checks
+            yield dynamic_import(source, node)
 
 
 def is_dynamic_import(call):
@@ -145,6 +144,10 @@ def is_dynamic_import(call):
             and isinstance(function.value, ast.Name) and function.value.id == "importlib")
 
 
+def is_string(node):
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
 def name_argument(call):
     return call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "name"), None)
 
@@ -153,8 +156,9 @@ def dynamic_import(source, call):
     """The Import made by an import_module/__import__ call; a leading dot is relative to the calling package."""
     argument = name_argument(call)
     statement = f"{ast.unparse(call.func)}({'' if argument is None else ast.unparse(argument)})"
-    if not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
-        return Import(call.lineno, statement, None, "computes the module name, which cannot be checked; use a literal name")
+    if not is_string(argument):
+        return Import(call.lineno, statement, None, "computes the module name, which cannot be checked; "
+                                                    "use a literal name")
     name = argument.value
     if name.startswith("."):
         stripped = name.lstrip(".")
@@ -192,16 +196,15 @@ def dispatch_entries(tree):
             continue
         for key, value in zip(node.value.keys, node.value.values):
             name = value.elts[0] if isinstance(value, (ast.Tuple, ast.List)) and value.elts else value
-            literal = isinstance(name, ast.Constant) and isinstance(name.value, str)
             entry = table if key is None else f"{table}[{ast.unparse(key)}]"
-            yield table, value.lineno, entry, name.value if literal and key is not None else None
+            yield table, value.lineno, entry, name.value if is_string(name) and key is not None else None
 
 
 def dispatch_violations(source, tree):
     """(line, message) for each dispatcher table entry that is not a literal name of a module of its tier."""
     for table, line, entry, module in dispatch_entries(tree):
         if module is None:
-            reason = "must be a literal dict mapping each command group to a module name, or to a tuple starting with one"
+            reason = "must be a literal dict mapping each command group to a module name or a tuple starting with one"
         elif table == SERVER_TABLE:
             is_server = module.split(".")[0] == PACKAGE and layer_of(module) == SERVER_LAYER
             servers = ", ".join(f"{PACKAGE}.{package}" for package in SERVER_PACKAGES)

@@ -1,0 +1,33 @@
+"""Fixtures for all tests. This directory is on sys.path, so tests import their helpers as ``support.*``."""
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from support.nginx import nginx_serving
+
+pytest_plugins = ["support.unprivileged"]  # the `unprivileged` fixture
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """``<project>/../shared``: the team's reference documents and fixtures, which CI always provides."""
+    path = PROJECT.parent / "shared"
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: the tests need the shared reference and fixtures directory next to the "
+                    f"project checkout; put it there (CI always does)", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def nginx(tmp_path_factory):
+    """A function that starts nginx serving a directory: ``nginx(root_dir) -> base_url`` of root_dir.
+
+    ``<base_url>/<fqrn>/...`` serves ``<root_dir>/<fqrn>/...`` (see support/nginx.py); every nginx started is
+    stopped when the test ends.
+    """
+    with contextlib.ExitStack() as running:
+        yield lambda root_dir: running.enter_context(nginx_serving(root_dir, tmp_path_factory.mktemp("nginx")))
