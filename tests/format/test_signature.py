@@ -398,28 +398,29 @@ def test_deep_nesting_is_refused(master_numbers):
         der.rsa_public_key_from_spki(very_deep)
 
 
-PUB_BODY = b"\n".join(line for line in (FIXTURE / "test.cern.ch.pub").read_bytes().splitlines()
-                      if not line.startswith(b"-----"))
-
-
-@pytest.mark.parametrize("data,message", [
-    (b"", "no '-----BEGIN PUBLIC KEY-----'"),
-    (b"not a key at all\n", "no '-----BEGIN PUBLIC KEY-----'"),
-    (pem(b"PUBLIC KEY", b"!!!!" + PUB_BODY), "not valid base64"),
-    (pem(b"PUBLIC KEY", PUB_BODY[1:]), "not valid base64"),
-    (pem(b"PUBLIC KEY", PUB_BODY + b"="), "not canonical base64"),
-    (pem(b"PUBLIC KEY", PUB_BODY[:10] + b" " + PUB_BODY[10:]), "not valid base64"),
-    (pem(b"PUBLIC KEY", b"AB=="), "not canonical"),
-    (pem(b"PUBLIC KEY", b""), "is empty"),
-    (pem(b"PUBLIC KEY", PUB_BODY).replace(b"-----END PUBLIC KEY-----\n", b""), "has no '-----END PUBLIC KEY-----'"),
-    (pem(b"PUBLIC KEY", PUB_BODY).replace(b"END PUBLIC", b"END RSA PUBLIC"), "ends with"),
-    (pem(b"PUBLIC KEY", "\u00e9".encode("latin-1") + PUB_BODY), "not valid base64"),
-    ("-----BEGIN PUBLIC KEY-----", "must be bytes"),
+@pytest.mark.parametrize("make,message", [
+    (lambda body: b"", "no '-----BEGIN PUBLIC KEY-----'"),
+    (lambda body: b"not a key at all\n", "no '-----BEGIN PUBLIC KEY-----'"),
+    (lambda body: pem(b"PUBLIC KEY", b"!!!!" + body), "not valid base64"),
+    (lambda body: pem(b"PUBLIC KEY", body[1:]), "not valid base64"),
+    (lambda body: pem(b"PUBLIC KEY", body + b"="), "not canonical base64"),
+    (lambda body: pem(b"PUBLIC KEY", body[:10] + b" " + body[10:]), "not valid base64"),
+    (lambda body: pem(b"PUBLIC KEY", b"AB=="), "not canonical"),
+    (lambda body: pem(b"PUBLIC KEY", b""), "is empty"),
+    (lambda body: pem(b"PUBLIC KEY", body).replace(b"-----END PUBLIC KEY-----\n", b""),
+     "has no '-----END PUBLIC KEY-----'"),
+    (lambda body: pem(b"PUBLIC KEY", body).replace(b"END PUBLIC", b"END RSA PUBLIC"), "ends with"),
+    (lambda body: pem(b"PUBLIC KEY", "\u00e9".encode("latin-1") + body), "not valid base64"),
+    (lambda body: "-----BEGIN PUBLIC KEY-----", "must be bytes"),
 ], ids=["empty", "no block", "bad characters", "bad length", "extra padding", "space",
         "non-canonical bits", "empty block", "no end line", "wrong end label", "non-ASCII", "text not bytes"])
-def test_malformed_pem(data, message):
+def test_malformed_pem(make, message):
+    """``make`` turns the base64 body of the real .pub (the lines between the armour) into malformed PEM."""
+    body = b"\n".join(line for line in (FIXTURE / "test.cern.ch.pub").read_bytes().splitlines()
+                      if not line.startswith(b"-----"))
+    assert load_public_keys(pem(b"PUBLIC KEY", body))  # the unmodified body is fine
     with pytest.raises(DerError, match=message):
-        load_public_keys(data)
+        load_public_keys(make(body))
 
 
 def test_whitespace_around_lines_and_crlf_are_accepted(master_keys):
@@ -439,6 +440,25 @@ def test_malformed_certificate_fields(certificate, change, message):
     assert old in certificate.der
     with pytest.raises(DerError, match=message):
         Certificate(certificate.der.replace(old, new))
+
+
+@pytest.mark.parametrize("tag,text,expected", [
+    (0x17, b"500101000000Z", datetime.datetime(1950, 1, 1)),
+    (0x17, b"491231235959Z", datetime.datetime(2049, 12, 31, 23, 59, 59)),
+    (0x18, b"20500101000000Z", datetime.datetime(2050, 1, 1)),
+    (0x18, b"19500101000000Z", datetime.datetime(1950, 1, 1)),
+])
+def test_times(tag, text, expected):
+    assert der.read_time(der.parse(tlv(tag, text)), "time") == expected
+
+
+@pytest.mark.parametrize("tag,text", [
+    (0x17, b"5001010000Z"), (0x17, b"500101000000"), (0x17, b"500101000000+0100"), (0x18, b"500101000000Z"),
+    (0x18, b"20500101000000.5Z"), (0x18, b"2050010100000 Z"), (0x17, b"500101000060Z"), (0x02, b"500101000000Z"),
+], ids=["no seconds", "no Z", "offset", "two-digit year", "fraction", "space", "second 60", "not a time"])
+def test_malformed_times(tag, text):
+    with pytest.raises(DerError):
+        der.read_time(der.parse(tlv(tag, text)), "time")
 
 
 def test_certificate_structure_is_checked(certificate):

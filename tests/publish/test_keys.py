@@ -2,6 +2,7 @@
 and the real test.cern.ch files agree with."""
 
 import datetime
+import os
 import shutil
 import stat
 import subprocess
@@ -9,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
@@ -102,6 +102,17 @@ def test_generated_files_and_modes(keys_dir):
         assert paths[suffix].read_bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----\n")
 
 
+@pytest.mark.parametrize("umask", [0o077, 0o000])
+def test_modes_do_not_depend_on_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        generate_keys(FQRN, tmp_path)
+    finally:
+        os.umask(previous)
+    modes = {suffix: stat.S_IMODE(path.stat().st_mode) for suffix, path in key_paths(tmp_path, FQRN).items()}
+    assert modes == {"masterkey": 0o600, "key": 0o600, "pub": 0o644, "crt": 0o644}
+
+
 def test_generated_keys_and_certificate(keys):
     assert keys.signing_key.key_size == 2048 and keys.master_key.key_size == 2048
     assert keys.signing_key.private_numbers() != keys.master_key.private_numbers()
@@ -164,7 +175,7 @@ def test_master_key_is_optional(keys_dir, tmp_path):
     assert KeySet.load(tmp_path, FQRN).master_key is None
 
 
-def test_real_key_set_loads(fixture_files):
+def test_real_key_set_loads():
     keys = KeySet.load(FIXTURE, FIXTURE_FQRN)
     assert keys.master_key is not None
     assert keys.fingerprint(SHA1).hex() == "47d4d785f610e8098eb368c74e813d391f5fce98"
@@ -310,6 +321,11 @@ def test_whitelist_signed_by_another_master_key_fails(keys):
 def test_whitelist_must_be_valid_for_a_day(keys):
     with pytest.raises(ValueError, match="at least one day"):
         sign_whitelist(FQRN, [keys.fingerprint()], keys.master_key, days=0)
+
+
+def test_whitelist_repository_name_cannot_inject_lines(keys):
+    with pytest.raises(ValueError, match="is not a repository name"):
+        sign_whitelist(FQRN + "\nWcachain", [keys.fingerprint()], keys.master_key)
 
 
 # --- the real repository ---------------------------------------------------------------------------------------------

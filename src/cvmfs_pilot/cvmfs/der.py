@@ -337,8 +337,3 @@ def _common_name(name, what):
             if read_oid(attribute_type, what + " attribute type") == COMMON_NAME:
                 return read_string(value, what + " common name")
     return None
-
-
-def certificate_from_pem(data):
-    """The :class:`CertificateFields` of the first ``CERTIFICATE`` block in ``data``."""
-    return read_certificate(pem_decode(data, CERTIFICATE_LABEL))

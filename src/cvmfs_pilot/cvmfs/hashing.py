@@ -169,7 +169,3 @@ class ContentHash(object):
     def __str__(self):
         return self.hex()
 
-
-def hash_text_of(data, algorithm):
-    """The textual hash of ``data`` with its algorithm id, as signed files (manifest, whitelist) carry it."""
-    return ContentHash.of(data, algorithm).hex()

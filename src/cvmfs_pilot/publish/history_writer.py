@@ -5,8 +5,7 @@ import sqlite3
 import time
 
 from cvmfs_pilot.cvmfs import history as fmt
-from cvmfs_pilot.cvmfs.compression import compress
-from cvmfs_pilot.cvmfs.hashing import SUFFIX_HISTORY, ContentHash
+from cvmfs_pilot.cvmfs.hashing import SUFFIX_HISTORY
 
 from .errors import PublishError
 
@@ -67,8 +66,4 @@ def write_history(storage, previous, fqrn, root_catalog, root_size, revision, ti
         raise PublishError("cannot write the history database: {}".format(exc))
     finally:
         db.close()
-    with open(filename, "rb") as f:
-        stored = compress(f.read())
-    content_hash = ContentHash.of(stored, algorithm)
-    storage.put(content_hash, SUFFIX_HISTORY, stored)
-    return content_hash
+    return storage.put_file_compressed(filename, SUFFIX_HISTORY, algorithm)

@@ -38,9 +38,13 @@ class KeySetError(ValueError):
 
 def key_paths(keys_dir: str | os.PathLike, fqrn: str) -> dict[str, Path]:
     """The four key file paths of ``fqrn`` in ``keys_dir``, by suffix (``masterkey``, ``pub``, ``key``, ``crt``)."""
+    _check_fqrn(fqrn)
+    return {suffix: Path(keys_dir) / f"{fqrn}.{suffix}" for suffix in KEY_FILE_SUFFIXES}
+
+
+def _check_fqrn(fqrn: str) -> None:
     if not _FQRN.match(fqrn):
         raise ValueError(f"{fqrn!r} is not a repository name (letters, digits, '.', '-', '_')")
-    return {suffix: Path(keys_dir) / f"{fqrn}.{suffix}" for suffix in KEY_FILE_SUFFIXES}
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class KeySet:
         try:
             certificate = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError as exc:
-            raise KeySetError(f"{paths['crt']} is not a PEM certificate ({exc}); restore it from the key set")
+            raise KeySetError(f"certificate {paths['crt']} is not a PEM certificate ({exc})") from None
         master_public_key = _load_public_key(paths["pub"])
         master_key = None
         if os.path.lexists(paths["masterkey"]):
@@ -170,16 +174,16 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         f.write(data)
 
 
-def _check_body(body: bytes, what: str) -> None:
+def _check_manifest_body(body: bytes) -> None:
     """A body to sign must be complete lines and must not contain the ``--`` line that ends it."""
     if not body.endswith(b"\n") or body.startswith(b"--\n") or b"\n--\n" in body:
-        raise ValueError(f"{what} text to sign must end with a newline and contain no '--' line")
+        raise ValueError("manifest text to sign must end with a newline and contain no '--' line")
 
 
 def sign_manifest(body: bytes, algorithm: int, signing_key: rsa.RSAPrivateKey) -> bytes:
     """The whole ``.cvmfspublished``: ``body``, ``--``, the hash of ``body`` (with ``algorithm``'s id) and the
     PKCS#1 v1.5 SHA-1 signature of that hash text."""
-    _check_body(body, "manifest")
+    _check_manifest_body(body)
     hash_text = make_hash_text(body, algorithm)
     signature = signing_key.sign(hash_text.encode("ascii"), padding.PKCS1v15(), hashes.SHA1())
     return SignedFile(body, hash_text, signature).serialize()
@@ -189,9 +193,9 @@ def sign_whitelist(fqrn: str, fingerprints: list[ContentHash], master_key: rsa.R
                    algorithm: int = SHA1, now: datetime.datetime | None = None) -> bytes:
     """The whole ``.cvmfswhitelist`` for ``fqrn`` listing ``fingerprints``, created ``now`` (UTC; naive datetimes
     are taken as UTC) and expiring ``days`` later, signed with the master key."""
-    created = _utc_naive(now)
-    whitelist = Whitelist(fqrn, created, created + datetime.timedelta(days=days), fingerprints)
-    return _sign_whitelist(whitelist, master_key, days, algorithm)
+    _check_fqrn(fqrn)
+    created, expires = _validity(now, days)
+    return _sign_whitelist(Whitelist(fqrn, created, expires, fingerprints), master_key, algorithm)
 
 
 def resign_whitelist(whitelist_bytes: bytes, master_key: rsa.RSAPrivateKey, days: int = 30,
@@ -202,17 +206,26 @@ def resign_whitelist(whitelist_bytes: bytes, master_key: rsa.RSAPrivateKey, days
     if algorithm is None:
         hash_text = split_signed(whitelist_bytes, "whitelist").hash_text
         algorithm = ContentHash.parse(hash_text).algorithm if hash_text else SHA1
-    created = _utc_naive(now)
-    whitelist = Whitelist(old.fqrn, created, created + datetime.timedelta(days=days), old.fingerprints,
-                          pkcs7=old.pkcs7, ca_chain=old.ca_chain)
-    return _sign_whitelist(whitelist, master_key, days, algorithm)
+    created, expires = _validity(now, days)
+    whitelist = Whitelist(old.fqrn, created, expires, old.fingerprints, pkcs7=old.pkcs7, ca_chain=old.ca_chain)
+    return _sign_whitelist(whitelist, master_key, algorithm)
 
 
-def _sign_whitelist(whitelist: Whitelist, master_key: rsa.RSAPrivateKey, days: int, algorithm: int) -> bytes:
+def _validity(now: datetime.datetime | None, days: int) -> tuple[datetime.datetime, datetime.datetime]:
+    """Creation and expiry time of a whitelist: ``now`` (default: the current time) in UTC, without time zone and
+    microseconds as whitelists write it, and ``days`` later."""
     if days <= 0:
         raise ValueError(f"a whitelist must be valid for at least one day, not {days}")
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    if now.tzinfo is not None:
+        now = now.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    created = now.replace(microsecond=0)
+    return created, created + datetime.timedelta(days=days)
+
+
+def _sign_whitelist(whitelist: Whitelist, master_key: rsa.RSAPrivateKey, algorithm: int) -> bytes:
     body = whitelist.body()
-    _check_body(body, "whitelist")
     hash_text = make_hash_text(body, algorithm)
     return SignedFile(body, hash_text, _sign_raw_pkcs1(master_key, hash_text.encode("ascii"))).serialize()
 
@@ -229,12 +242,3 @@ def _sign_raw_pkcs1(private_key: rsa.RSAPrivateKey, message: bytes) -> bytes:
         raise ValueError(f"a {len(message)}-byte message does not fit a {size * 8}-bit RSA key")
     encoded = b"\x00\x01" + b"\xff" * padding_length + b"\x00" + message
     return pow(int.from_bytes(encoded, "big"), d, n).to_bytes(size, "big")
-
-
-def _utc_naive(now: datetime.datetime | None) -> datetime.datetime:
-    """``now`` (default: the current time) in UTC, without time zone and microseconds, as whitelists use it."""
-    if now is None:
-        now = datetime.datetime.now(datetime.timezone.utc)
-    if now.tzinfo is not None:
-        now = now.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return now.replace(microsecond=0)

@@ -10,9 +10,11 @@ import fcntl
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 from cvmfs_pilot.cvmfs.compression import decompress
+from cvmfs_pilot.cvmfs.hashing import ContentHash, new_hasher
 from cvmfs_pilot.cvmfs.manifest import Manifest
 
 from .errors import PublishError
@@ -92,6 +94,36 @@ class Storage:
     def put(self, content_hash, suffix, stored_bytes):
         """Store an object's bytes (already compressed and hashed) unless it is there already."""
         write_object(self.root, content_hash.object_path(suffix), stored_bytes, self.journal)
+
+    def put_file_compressed(self, filename, suffix, algorithm, block=4 * 1024 * 1024):
+        """Store a local file (a catalog or history database) zlib-compressed, streaming it through
+        ``data/txn``; returns its content hash."""
+        hasher = new_hasher(algorithm)
+        compressor = zlib.compressobj(6)
+        fd, tmp = self.temp_file()
+        try:
+            with os.fdopen(fd, "wb") as out, open(filename, "rb") as f:
+                for data in iter(lambda: f.read(block), b""):
+                    piece = compressor.compress(data)
+                    hasher.update(piece)
+                    out.write(piece)
+                piece = compressor.flush()
+                hasher.update(piece)
+                out.write(piece)
+            content_hash = ContentHash(algorithm, hasher.digest())
+            final = self.object_file(content_hash, suffix)
+            if final.exists():
+                tmp.unlink()
+            else:
+                if self.journal is not None:
+                    self.journal.write(content_hash.object_path(suffix) + "\n")
+                os.chmod(tmp, 0o644)
+                os.rename(tmp, final)
+            return content_hash
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
 
     def read(self, content_hash, suffix=""):
         return self.object_file(content_hash, suffix).read_bytes()

@@ -12,7 +12,7 @@ from collections import deque
 
 from cvmfs_pilot.cvmfs import catalog as fmt
 from cvmfs_pilot.cvmfs import paths, xattrs
-from cvmfs_pilot.cvmfs.compression import ZLIB, compress
+from cvmfs_pilot.cvmfs.compression import compress
 from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, SUFFIX_NONE, ContentHash
 
 from .catalog_writer import CatalogWriter, same_content
@@ -281,10 +281,7 @@ class TreeBuilder:
                 os.unlink(writer.filename)
                 self.stats.catalogs_reused += 1
                 return previous_ref.hash, previous_ref.size, nested_statistics(old_file)
-        with open(writer.filename, "rb") as f:
-            data = f.read()
+        size = os.path.getsize(writer.filename)
+        content_hash = self.storage.put_file_compressed(writer.filename, SUFFIX_CATALOG, self.settings.algorithm)
         os.unlink(writer.filename)
-        stored = compress(data, ZLIB)  # catalogs are always zlib-compressed
-        content_hash = ContentHash.of(stored, self.settings.algorithm)
-        self.storage.put(content_hash, SUFFIX_CATALOG, stored)
-        return content_hash, len(data), statistics
+        return content_hash, size, statistics
