@@ -322,6 +322,9 @@ class Catalog(object):
     def max_rowid(self):
         return self._query("SELECT MAX(rowid) FROM catalog")[0][0] or 0
 
+    def max_hardlink_group(self):
+        return self._query("SELECT MAX(hardlinks >> 32) FROM catalog")[0][0] or 0
+
 
 def _uri_path(filename):
     return quote(str(filename))

@@ -4,39 +4,25 @@ import os
 from collections import OrderedDict
 
 from cvmfs_pilot.cvmfs.catalog import Catalog, CatalogError
-from cvmfs_pilot.cvmfs.compression import DecompressionError, StreamDecompressor
-from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, ContentHash, new_hasher
+from cvmfs_pilot.cvmfs.compression import ZLIB
+from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG
 
 from .errors import PublishError
+from .stored_object import verify_object
 
 _OPEN_CATALOGS = 16
 
 
-def load_catalog_file(storage, content_hash, size, directory, block=4 * 1024 * 1024):
-    """Copy catalog object ``content_hash`` from the storage, decompressed, into ``directory`` (streaming), after
-    verifying it; returns the file name."""
+def load_catalog_file(storage, content_hash, size, directory):
+    """Copy catalog object ``content_hash`` from the storage, verified and decompressed (streaming, bounded by
+    its recorded size), into ``directory``; returns the file name."""
     filename = os.path.join(directory, content_hash.hex() + ".db")
     if os.path.exists(filename):
         return filename
-    hasher = new_hasher(content_hash.algorithm)
-    decompressor = StreamDecompressor()
     tmp = filename + ".part"
-    try:
-        with open(storage.object_file(content_hash, SUFFIX_CATALOG), "rb") as f, open(tmp, "wb") as out:
-            for stored in iter(lambda: f.read(block), b""):
-                hasher.update(stored)
-                out.write(decompressor.feed(stored))
-            out.write(decompressor.finish())
-    except OSError as exc:
-        raise PublishError("catalog {} of the previous revision cannot be read from {} ({}); run 'cvmfs-pilot "
-                           "repo check' on the storage".format(content_hash.hex(), storage.root, exc.strerror))
-    except DecompressionError as exc:
-        raise PublishError("catalog {} in {}: {}".format(content_hash.hex(), storage.root, exc))
-    wrong_size = size and os.path.getsize(tmp) != size
-    if ContentHash(content_hash.algorithm, hasher.digest()) != content_hash or wrong_size:
-        os.unlink(tmp)
-        raise PublishError("catalog {} in {} is corrupted (its content does not match its hash or size); run "
-                           "'cvmfs-pilot repo check'".format(content_hash.hex(), storage.root))
+    with open(tmp, "wb") as out:
+        verify_object(str(storage.root), content_hash, SUFFIX_CATALOG, ZLIB,
+                      "catalog of the previous revision", expected_size=size or None, sink=out.write)
     os.rename(tmp, filename)
     return filename
 

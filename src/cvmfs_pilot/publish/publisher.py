@@ -110,13 +110,13 @@ def _meta_info(storage, path, algorithm):
     return _store_compressed(storage, data, SUFFIX_METAINFO, algorithm)
 
 
-def renew_whitelist_if_needed(storage, keys, fqrn, algorithm, days, now, force=False):
+def renew_whitelist_if_needed(storage, keys, fqrn, algorithm, days, now):
     """Write a new whitelist when there is none, it expires within WHITELIST_RENEW_DAYS, or it does not list the
     signing certificate. Needs the master key then."""
     fingerprint = Certificate.from_pem(keys.certificate_pem).fingerprint(algorithm)
     current = storage.read_signed(WHITELIST)
     fingerprints = [fingerprint]
-    if current is not None and not force:
+    if current is not None:
         try:
             whitelist = Whitelist.parse(current, expected_fqrn=fqrn)
         except ValueError:

@@ -187,8 +187,9 @@ class Storage:
 
 
 def write_object(root, relative_path, stored_bytes, journal=None):
-    """Write one object through ``data/txn`` + rename; an existing object is left as it is (same content). A new
-    object's path is recorded in ``journal`` first, so that a failed publish can take it back."""
+    """Write one object through ``data/txn``; an existing object is left as it is (same content). Returns whether
+    this call created it. A new object's path is recorded in ``journal`` first, so that a failed publish can take
+    it back."""
     final = os.path.join(str(root), relative_path)
     if os.path.exists(final):
         return False
@@ -199,14 +200,12 @@ def write_object(root, relative_path, stored_bytes, journal=None):
         with os.fdopen(fd, "wb") as f:
             f.write(stored_bytes)
         os.chmod(tmp, 0o644)
-        os.rename(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return True
+        os.link(tmp, final)  # unlike rename, fails if another worker stored the same object meanwhile
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 def replace_file(path, data):

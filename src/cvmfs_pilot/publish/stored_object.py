@@ -4,6 +4,7 @@ Neither a large file nor a hostile zlib stream is ever held in memory; the decom
 sink. A corrupted object is reported as corrupted (hash mismatch) even when its damage also breaks the zlib stream.
 """
 
+import os
 import zlib
 
 from cvmfs_pilot.cvmfs.compression import NONE
@@ -96,7 +97,7 @@ def verify_object(root, content_hash, suffix, compression, what, expected_size=N
     hasher = new_hasher(content_hash.algorithm)
     stored = 0
     try:
-        f = open(root / relative, "rb")
+        f = open(os.path.join(root, relative), "rb")
     except FileNotFoundError:
         raise PublishError("{}: object {} is missing from {}; restore it from a replica, or publish the repository "
                            "again from its source".format(what, relative, root)) from None
