@@ -11,6 +11,7 @@ from .errors import PublishError
 _INSERT_ENTRY = ("INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, "
                  "mtime, mtimens, flags, name, symlink, uid, gid, xattr) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_BATCH_ROWS = 1024
 _INSERT_CHUNK = "INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -74,7 +75,8 @@ class CatalogWriter:
         self._db.execute("BEGIN")
         for ddl in fmt.SCHEMA_DDL:
             self._db.execute(ddl)
-        self._nested = []
+        self._rows = []  # entry rows waiting for one executemany
+        self._chunk_rows = []
 
     def add(self, path, mode, size, mtime, mtimens, flags, content_hash=None, symlink="", uid=0, gid=0,
             hardlinks=1, xattr=None, chunks=()):
@@ -94,17 +96,25 @@ class CatalogWriter:
         else:
             parent = paths.md5_pair(paths.parent(path))
             name = path.rsplit("/", 1)[1]
-        self._db.execute(_INSERT_ENTRY, (md5[0], md5[1], parent[0], parent[1], hardlinks,
-                                         content_hash.digest if content_hash else None, size, mode, mtime,
-                                         mtimens, flags, name, symlink, uid, gid, xattr))
-        if chunks:
-            self._db.executemany(_INSERT_CHUNK, [(md5[0], md5[1], c.offset, c.size, c.hash.digest)
-                                                 for c in chunks])
+        self._rows.append((md5[0], md5[1], parent[0], parent[1], hardlinks,
+                           content_hash.digest if content_hash else None, size, mode, mtime, mtimens, flags, name,
+                           symlink, uid, gid, xattr))
+        self._chunk_rows.extend((md5[0], md5[1], c.offset, c.size, c.hash.digest) for c in chunks)
         self.counters.count(mode, size, len(chunks), xattr is not None)
+        if len(self._rows) >= _BATCH_ROWS:
+            self._flush()
+
+    def _flush(self):
+        self._db.executemany(_INSERT_ENTRY, self._rows)
+        self._db.executemany(_INSERT_CHUNK, self._chunk_rows)
+        self._rows, self._chunk_rows = [], []
 
     def add_nested(self, path, content_hash, size, statistics):
-        self._db.execute("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?, ?, ?)",
-                         (path, content_hash.hex(), size))
+        try:
+            self._db.execute("INSERT INTO nested_catalogs (path, sha1, size) VALUES (?, ?, ?)",
+                             (path, content_hash.hex(), size))
+        except sqlite3.Error as exc:
+            raise catalog_error(exc, self.root_prefix)
         self.counters.self["nested"] += 1
         self.counters.add_nested(statistics)
 
@@ -116,6 +126,7 @@ class CatalogWriter:
             raise catalog_error(exc, self.root_prefix)
 
     def _finish(self, revision, last_modified, previous_revision, ttl):
+        self._flush()
         properties = {
             "schema": fmt.SCHEMA,
             "schema_revision": str(fmt.SCHEMA_REVISION),

@@ -7,6 +7,7 @@ at a time holds an exclusive lock.
 
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ WHITELIST = ".cvmfswhitelist"
 MASTER_REPLICA = ".cvmfs_master_replica"
 LOCK_NAME = "publish.lock"
 JOURNAL_PREFIX = "new-objects."
+_temp_names = itertools.count()
 
 
 def describe_os_error(exc, action):
@@ -195,15 +197,18 @@ def write_object(root, relative_path, stored_bytes, journal=None):
         return False
     if journal is not None:
         journal.write(relative_path + "\n")
-    fd, tmp = tempfile.mkstemp(dir=os.path.join(str(root), "data", "txn"))
+    # Temporary names are unique per process; clean_txn() removed any left by earlier, dead processes.
+    tmp = os.path.join(str(root), "data", "txn", "{}.{}".format(os.getpid(), next(_temp_names)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o644)  # whatever the umask: the web server must read it
             f.write(stored_bytes)
-        os.chmod(tmp, 0o644)
-        os.link(tmp, final)  # unlike rename, fails if another worker stored the same object meanwhile
+        try:
+            os.link(tmp, final)  # unlike rename, fails if another worker stored the same object meanwhile
+        except FileExistsError:
+            return False
         return True
-    except FileExistsError:
-        return False
     finally:
         os.unlink(tmp)
 
