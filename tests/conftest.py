@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from support.nginx import nginx_serving
+from support.squid import squid_proxy
 
 pytest_plugins = ["support.unprivileged"]  # the `unprivileged` fixture
 
@@ -31,3 +32,30 @@ def nginx(tmp_path_factory):
     """
     with contextlib.ExitStack() as running:
         yield lambda root_dir: running.enter_context(nginx_serving(root_dir, tmp_path_factory.mktemp("nginx")))
+
+
+@pytest.fixture
+def squid(tmp_path_factory):
+    """A function that starts a caching squid on a loopback port: ``squid() -> proxy_url``,
+    ``http://127.0.0.1:PORT`` (see support/squid.py); every squid started is stopped when the test ends."""
+    with contextlib.ExitStack() as running:
+        yield lambda: running.enter_context(squid_proxy(tmp_path_factory.mktemp("squid")))
+
+
+def _key_set(request, tmp_path_factory, name):
+    from cvmfs_pilot.publish.keys import generate_keys
+    directory = tmp_path_factory.mktemp(name)
+    generate_keys(request.module.FQRN, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def keys_dir(request, tmp_path_factory):
+    """A key set for the test module's ``FQRN``, made once per module; tests that change key files copy them."""
+    return _key_set(request, tmp_path_factory, "keys")
+
+
+@pytest.fixture(scope="module")
+def other_keys_dir(request, tmp_path_factory):
+    """A second key set for the same repository name: a forger's."""
+    return _key_set(request, tmp_path_factory, "other-keys")

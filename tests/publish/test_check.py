@@ -25,7 +25,7 @@ from cvmfs_pilot.cvmfs.signed import split_signed
 from cvmfs_pilot.publish.check import check
 from cvmfs_pilot.publish.chunking import ChunkSizes
 from cvmfs_pilot.publish.errors import PublishError
-from cvmfs_pilot.publish.keys import KeySet, generate_keys, sign_manifest, sign_whitelist
+from cvmfs_pilot.publish.keys import KeySet, sign_manifest, sign_whitelist
 from cvmfs_pilot.publish.publisher import PublishOptions, publish
 from cvmfs_pilot.publish.storage import MANIFEST, WHITELIST
 
@@ -61,21 +61,6 @@ def make_source(root):
         os.setxattr(root / "four", "user.colour", b"blue")
     except OSError:
         pass  # a file system without user xattrs: the rest of the tree still covers everything else
-
-
-@pytest.fixture(scope="module")
-def keys_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("keys")
-    generate_keys(FQRN, directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def other_keys_dir(tmp_path_factory):
-    """A second key set for the same repository name: the forger's."""
-    directory = tmp_path_factory.mktemp("other-keys")
-    generate_keys(FQRN, directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -44,23 +44,8 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="the 
 
 
 @pytest.fixture(scope="module")
-def keys_dir(tmp_path_factory):
-    """A key set generated once for the module; tests that change files work on copies."""
-    directory = tmp_path_factory.mktemp("keys")
-    generate_keys(FQRN, directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def keys(keys_dir):
     return KeySet.load(keys_dir, FQRN)
-
-
-@pytest.fixture(scope="module")
-def other_keys_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("other-keys")
-    generate_keys(FQRN, directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from cvmfs_pilot.cvmfs.signed import split_signed
 from cvmfs_pilot.cvmfs.whitelist import Whitelist
 from cvmfs_pilot.publish.check import check
 from cvmfs_pilot.publish.errors import PublishError
-from cvmfs_pilot.publish.keys import KeySet, generate_keys, sign_whitelist
+from cvmfs_pilot.publish.keys import KeySet, sign_whitelist
 from cvmfs_pilot.publish.publisher import PublishOptions, publish
 from cvmfs_pilot.publish.resign import resign
 from cvmfs_pilot.publish.storage import MANIFEST, WHITELIST, Storage
@@ -117,20 +117,6 @@ def test_fixture_listing_matches_catalogs(fixture_repo, tmp_path):
 
 
 # -- our own repositories ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def keys_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("keys")
-    generate_keys(FQRN, directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def other_keys_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("other-keys")
-    generate_keys(FQRN, directory)
-    return directory
-
 
 def publish_tree(base, keys_dir, algorithm=SHA1):
     (base / "src" / "dir").mkdir(parents=True)

@@ -1,0 +1,276 @@
+"""A read-only view of one repository: lookups through nested catalogs loaded on demand, listings, stat fields as
+the real client reports them, symlinks, byte-range reads that fetch only the chunks needed, extended attributes,
+and reloading a newer revision after the catalog TTL without disturbing open files."""
+
+import errno
+import os
+import stat as statmod
+import threading
+import time
+
+from cvmfs_pilot.cvmfs import paths
+from cvmfs_pilot.cvmfs import xattrs as xattr_blob
+from cvmfs_pilot.cvmfs.compression import ZLIB
+from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, SUFFIX_NONE, SUFFIX_PARTIAL
+
+from .cache import CATALOG
+from .catalog_tree import CatalogTree
+from .symlinks import expand
+
+
+class RepositoryError(OSError):
+    """A path cannot be served; ``errno`` says how a file system answers (ENOENT, ENOTDIR, EIO, ...)."""
+
+    def __init__(self, code, message):
+        OSError.__init__(self, code, message)
+
+
+class Stat(object):
+    """The fields of ``struct stat`` that the repository defines. ``uid``/``gid`` of None: the published owner
+    (``CVMFS_CLAIM_OWNERSHIP=no``); otherwise the client's user owns everything."""
+
+    __slots__ = ("st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_mtime", "st_mtime_ns",
+                 "st_blocks", "st_rdev")
+
+    def __init__(self, inode, entry, uid, gid):
+        self.st_ino = inode
+        self.st_mode = entry.mode
+        self.st_nlink = entry.linkcount or 1
+        self.st_uid = entry.uid if uid is None else uid
+        self.st_gid = entry.gid if gid is None else gid
+        special = statmod.S_ISCHR(entry.mode) or statmod.S_ISBLK(entry.mode)
+        self.st_size = 0 if special else entry.size
+        self.st_rdev = entry.size if special else 0
+        self.st_mtime = entry.mtime
+        self.st_mtime_ns = entry.mtime * 10**9 + (entry.mtimens or 0)
+        self.st_blocks = (self.st_size + 511) // 512
+
+
+class Revision(object):
+    """One trusted revision and its catalogs."""
+
+    def __init__(self, trusted, tree, fetched_at):
+        self.manifest = trusted.manifest
+        self.tree = tree
+        self.fetched_at = fetched_at
+
+
+class Repository(object):
+    """``load_revision(previous)`` returns a new trusted Revision (or the previous one when nothing changed); the
+    session module builds it from the configuration."""
+
+    def __init__(self, fqrn, objects, load_revision, environ, uid, gid, raw_symlinks=False, config=None,
+                 config_repository=None, clock=time.monotonic):
+        self.fqrn = fqrn
+        self.objects = objects
+        self.config = config  # the Configuration it was opened with, for reporting
+        self.config_repository = config_repository
+        self.loader = load_revision
+        self._load_revision = load_revision
+        self._environ = environ
+        self._uid = uid
+        self._gid = gid
+        self._raw_symlinks = raw_symlinks
+        self._clock = clock
+        self._reload_lock = threading.Lock()
+        self.revision = load_revision(None)
+
+    # -- revisions ----------------------------------------------------------------------------------------------
+
+    @property
+    def manifest(self):
+        return self.revision.manifest
+
+    @property
+    def ttl(self):
+        return self.revision.tree.root.catalog.ttl
+
+    def reload_if_due(self):
+        """Look for a newer revision once the root catalog's TTL has passed; True if a newer one is now in use.
+        Open files keep reading what they opened (reads go by content hash)."""
+        current = self.revision
+        if self._clock() - current.fetched_at < self.ttl:
+            return False
+        with self._reload_lock:
+            if self.revision is not current:
+                return True
+            new = self._load_revision(current)
+            changed = new.manifest.root_catalog != current.manifest.root_catalog
+            self.revision = new
+            return changed
+
+    # -- lookups ------------------------------------------------------------------------------------------------
+
+    def _tree(self):
+        return self.revision.tree
+
+    def entry(self, path):
+        """``(entry, loaded catalog)`` of a canonical path; RepositoryError(ENOENT) when absent."""
+        path = _canonical(path)
+        entry, loaded = self._tree().lookup(path)
+        if entry is None or entry.is_hidden:
+            raise RepositoryError(errno.ENOENT, "{}: no such file or directory in {}".format(path or "/",
+                                                                                         self.fqrn))
+        return entry, loaded
+
+    def stat(self, path):
+        entry, loaded = self.entry(path)
+        return Stat(loaded.inode(entry), entry, self._uid, self._gid)
+
+    def stat_entry(self, entry, loaded):
+        return Stat(loaded.inode(entry), entry, self._uid, self._gid)
+
+    def listdir(self, path):
+        """``[(name, Stat)]`` of a directory, sorted by name."""
+        entry, _ = self.entry(path)
+        if not entry.is_directory:
+            raise RepositoryError(errno.ENOTDIR, "{}: not a directory".format(entry.path or "/"))
+        return [(child.name, Stat(loaded.inode(child), child, self._uid, self._gid))
+                for child, loaded in self._tree().listing(entry.path) if not child.is_hidden]
+
+    def readlink(self, path):
+        entry, _ = self.entry(path)
+        if not entry.is_symlink:
+            raise RepositoryError(errno.EINVAL, "{}: not a symbolic link".format(entry.path))
+        return entry.symlink if self._raw_symlinks else expand(entry.symlink, self._environ)
+
+    # -- contents -----------------------------------------------------------------------------------------------
+
+    def open_file(self, path):
+        entry, loaded = self.entry(path)
+        if entry.is_directory:
+            raise RepositoryError(errno.EISDIR, "{}: is a directory".format(entry.path or "/"))
+        if not entry.is_regular:
+            raise RepositoryError(errno.EINVAL, "{}: not a regular file".format(entry.path))
+        if entry.is_external:
+            raise RepositoryError(errno.EIO, "{}: external files (CVMFS_EXTERNAL_URL) are not supported by this "
+                                             "client".format(entry.path))
+        chunks = loaded.catalog.chunks(entry) if entry.is_chunked else None
+        return OpenFile(self.objects, entry, chunks)
+
+    def read(self, path, offset=0, size=None):
+        with self.open_file(path) as f:
+            return f.read(offset, f.size - offset if size is None else size)
+
+    # -- extended attributes ------------------------------------------------------------------------------------
+
+    def xattrs(self, path):
+        """The extended attributes of an entry: the ``user.*`` attributes published with it, and the client's
+        own (``user.fqrn``, ``user.revision``, ``user.root_hash``, ``user.host``, ``user.proxy``, ``user.hash``,
+        ``user.lhash``, ``user.chunks``, ``user.compression``)."""
+        entry, loaded = self.entry(path)
+        values = {key.decode("utf-8", "surrogateescape"): value
+                  for key, value in xattr_blob.decode(entry.xattr).items()}
+        downloader = self.objects.downloader
+        manifest = self.manifest
+        values.update({
+            "user.fqrn": self.fqrn,
+            "user.revision": str(manifest.revision),
+            "user.root_hash": manifest.root_catalog.hex(),
+            "user.host": downloader.current_host,
+            "user.proxy": downloader.current_proxy,
+            "user.lhash": loaded.hash.hex(),
+        })
+        if entry.is_regular:
+            values["user.compression"] = "zlib" if entry.compression == ZLIB else "none"
+            if entry.hash is not None:
+                values["user.hash"] = entry.hash.hex()
+            if entry.is_chunked:
+                values["user.chunks"] = str(len(loaded.catalog.chunks(entry)))
+        return {k: v if isinstance(v, bytes) else v.encode("utf-8") for k, v in values.items()}
+
+    def close(self):
+        self.revision.tree.close()
+        self.objects.downloader.close()
+        self.objects.cache.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class OpenFile(object):
+    """A regular file being read: reads fetch only the objects (or chunks) that cover the requested range."""
+
+    def __init__(self, objects, entry, chunks):
+        self.objects = objects
+        self.entry = entry
+        self.size = entry.size
+        self._chunks = chunks
+        self._open = {}  # content hash -> open cached object
+        self._lock = threading.Lock()
+
+    def _object(self, content_hash, suffix, expected_size):
+        with self._lock:
+            f = self._open.get(content_hash)
+        if f is None:
+            f = self.objects.open(content_hash, suffix, self.entry.compression, expected_size)
+            with self._lock:
+                if len(self._open) >= 4:  # a sequential reader needs the current and the next chunk
+                    self._open.pop(next(iter(self._open))).close()
+                self._open[content_hash] = f
+        return f
+
+    def read(self, offset, size):
+        end = min(offset + max(size, 0), self.size)
+        if offset >= end:
+            return b""
+        if self._chunks is None:
+            return os.pread(self._object(self.entry.hash, SUFFIX_NONE, self.size).fileno(), end - offset, offset)
+        pieces = []
+        for chunk in self._chunks:
+            chunk_end = chunk.offset + chunk.size
+            if chunk_end <= offset or chunk.offset >= end:
+                continue
+            f = self._object(chunk.hash, SUFFIX_PARTIAL, chunk.size)
+            start = max(offset, chunk.offset)
+            pieces.append(os.pread(f.fileno(), min(end, chunk_end) - start, start - chunk.offset))
+        return b"".join(pieces)
+
+    def copy_to(self, out_fd):
+        """Write the whole file to ``out_fd``, object by object, letting the kernel copy (``sendfile``)."""
+        pieces = ([(self.entry.hash, SUFFIX_NONE, self.size)] if self._chunks is None else
+                  [(c.hash, SUFFIX_PARTIAL, c.size) for c in self._chunks])
+        for content_hash, suffix, size in pieces:
+            source = self._object(content_hash, suffix, size).fileno()
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(out_fd, source, offset, size - offset)
+                if sent == 0:
+                    raise RepositoryError(errno.EIO, "{}: cached object {} is shorter than {} bytes".format(
+                        self.entry.path, content_hash.hex(), size))
+                offset += sent
+
+    def close(self):
+        with self._lock:
+            for f in self._open.values():
+                f.close()
+            self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _canonical(path):
+    try:
+        return paths.normalize(path)
+    except ValueError as exc:
+        raise RepositoryError(errno.EINVAL, str(exc))
+
+
+def catalog_loader(objects):
+    """``load(content_hash, size) -> filename`` for CatalogTree: fetched, verified, pinned in the cache."""
+
+    def load(content_hash, size):
+        return objects.path(content_hash, SUFFIX_CATALOG, ZLIB, expected_size=size or None, kind=CATALOG, pin=True)
+
+    return load
+
+
+def new_tree(objects, manifest):
+    return CatalogTree(catalog_loader(objects), manifest.root_catalog, manifest.root_catalog_size)

@@ -1,0 +1,72 @@
+"""The node tier on the oldest Python it supports: every node-tier module imports under Python 3.6, and the client
+reads a repository with it. vermin checks the syntax statically in CI; this runs the code for real wherever a
+Python 3.6 interpreter exists (pyenv on the project's machines; a plain Debian 12 has none)."""
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.client_env import write_config
+from support.repo import make_keys, publish_tree
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+NODE_TIER = ("cvmfs", "client", "fuse", "node", "glidein")
+
+
+def _python36():
+    found = shutil.which("python3.6")
+    candidates = [found] if found and "shims" not in found else []
+    pyenv = shutil.which("pyenv")
+    roots = [os.environ.get("PYENV_ROOT", ""), os.path.expanduser("~/.pyenv")]
+    if pyenv:
+        roots.append(subprocess.run([pyenv, "root"], stdout=subprocess.PIPE,
+                                    universal_newlines=True).stdout.strip())
+    for root in filter(None, roots):
+        candidates += sorted(glob.glob(os.path.join(root, "versions", "3.6*", "bin", "python3.6")))
+    for candidate in candidates:
+        if subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 6)"]).returncode == 0:
+            return candidate
+    return None
+
+
+PYTHON36 = _python36()
+pytestmark = pytest.mark.skipif(PYTHON36 is None, reason="no Python 3.6 interpreter on this machine")
+
+
+def _run36(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    return subprocess.run([PYTHON36] + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120, **kwargs)
+
+
+def test_every_node_tier_module_imports_under_python36():
+    modules = ["cvmfs_pilot", "cvmfs_pilot.cli"]
+    for package in NODE_TIER:
+        for path in sorted((SRC / "cvmfs_pilot" / package).glob("*.py")):
+            modules.append("cvmfs_pilot.{}.{}".format(package, path.stem).replace(".__init__", ""))
+    result = _run36(["-c", "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"] + modules)
+    assert result.returncode == 0, result.stderr
+    assert len(modules) > 20
+
+
+def test_the_client_reads_a_repository_under_python36(tmp_path):
+    fqrn = "py36.example.org"
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "hello").write_bytes(b"hello from 3.6\n")
+    (src / "big").write_bytes(os.urandom(50_000))
+    keys = make_keys(tmp_path / "keys", fqrn)
+    publish_tree(src, tmp_path / "srv" / fqrn, fqrn, keys)
+    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
+                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    cat = _run36(["-m", "cvmfs_pilot", "fs", "cat", fqrn, "/dir/hello", "--config-dir", str(config)])
+    assert cat.returncode == 0, cat.stderr
+    assert cat.stdout == "hello from 3.6\n"
+    out = tmp_path / "export"
+    get = _run36(["-m", "cvmfs_pilot", "fs", "get", fqrn, "/", "--to", str(out), "--config-dir", str(config)])
+    assert get.returncode == 0, get.stderr
+    assert (out / "big").read_bytes() == (src / "big").read_bytes()
