@@ -17,6 +17,9 @@ fi
 dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 while [ "$dir" != "/" ]; do
     perms=$(stat -c %A "$dir")
-    [ "${perms:9:1}" = "x" ] || { echo "setup-tests: allowing others to traverse $dir"; chmod o+x "$dir"; }
+    case "${perms:9:1}" in
+        x|t) ;;
+        *) echo "setup-tests: allowing others to traverse $dir"; chmod o+x "$dir" ;;
+    esac
     dir="$(dirname "$dir")"
 done
