@@ -213,6 +213,7 @@ class Catalog(object):
         columns.append("mtimens" if self.schema_revision >= 7 else "NULL")
         columns.append("xattr" if self.schema_revision >= 2 else "NULL")
         self._columns = ", ".join(columns) + ", rowid"
+        self._nested = None
 
     def close(self):
         self._db.close()
@@ -285,16 +286,18 @@ class Catalog(object):
             raise CatalogError("{}: chunk list of {!r} is invalid: {}".format(self.filename, entry.path, exc))
 
     def nested_catalogs(self):
-        """References to the catalogs nested directly below this one."""
-        size_column = "size" if self.schema_revision >= 1 else "0"
-        rows = self._query("SELECT path, sha1, {} FROM nested_catalogs ORDER BY path".format(size_column))
-        refs = []
-        for path, text, size in rows:
-            try:
-                refs.append(NestedCatalogRef(path, ContentHash.parse(text), size))
-            except ValueError as exc:
-                raise CatalogError("{}: nested catalog {!r}: {}".format(self.filename, path, exc))
-        return refs
+        """References to the catalogs nested directly below this one (read once: catalogs never change)."""
+        if self._nested is None:
+            size_column = "size" if self.schema_revision >= 1 else "0"
+            rows = self._query("SELECT path, sha1, {} FROM nested_catalogs ORDER BY path".format(size_column))
+            refs = []
+            for path, text, size in rows:
+                try:
+                    refs.append(NestedCatalogRef(path, ContentHash.parse(text), size))
+                except ValueError as exc:
+                    raise CatalogError("{}: nested catalog {!r}: {}".format(self.filename, path, exc))
+            self._nested = refs
+        return self._nested
 
     def find_nested(self, path):
         """The nested-catalog reference responsible for ``path`` (longest prefix at a ``/`` boundary), or None

@@ -75,6 +75,7 @@ class CatalogWriter:
         self._db.execute("BEGIN")
         for ddl in fmt.SCHEMA_DDL:
             self._db.execute(ddl)
+        self._parent = (None, None)  # the last parent path and its MD5 key
         self._rows = []  # entry rows waiting for one executemany
         self._chunk_rows = []
 
@@ -94,8 +95,10 @@ class CatalogWriter:
             parent = (0, 0)
             name = ""
         else:
-            parent = paths.md5_pair(paths.parent(path))
-            name = path.rsplit("/", 1)[1]
+            directory, name = path.rsplit("/", 1)
+            if directory != self._parent[0]:  # entries come directory by directory
+                self._parent = (directory, paths.md5_pair(directory))
+            parent = self._parent[1]
         self._rows.append((md5[0], md5[1], parent[0], parent[1], hardlinks,
                            content_hash.digest if content_hash else None, size, mode, mtime, mtimens, flags, name,
                            symlink, uid, gid, xattr))
