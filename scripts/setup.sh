@@ -11,7 +11,8 @@ debian_packages=(
     nginx-light                   # the web server that serves repositories in tests and benchmarks
     squid                         # the HTTP proxy of the client tests
     fuse3 squashfuse squashfs-tools  # FUSE mounts and the squashfuse_ll baseline
-    openssl sqlite3 procps psmisc util-linux
+    rpm createrepo-c              # local yum repositories for the distribution builder's tests
+    openssl sqlite3 procps psmisc util-linux attr
 )
 missing=()
 for p in "${debian_packages[@]}"; do
