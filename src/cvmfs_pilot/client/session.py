@@ -153,8 +153,10 @@ class RevisionLoader(object):
                         previous.manifest.revision, error)
             previous.fetched_at = self.clock()
             return previous
-        if breadcrumb is None or self.objects.cache.open(breadcrumb[0]) is None:
+        cached_root = self.objects.cache.open(breadcrumb[0]) if breadcrumb is not None else None
+        if cached_root is None:
             raise RepositoryError(errno.EIO, "{}: {}".format(self.fqrn, error))
+        cached_root.close()
         root, timestamp, revision = breadcrumb
         log.warning("%s: no server answered; using revision %d from the local cache (%s)", self.fqrn, revision,
                     error)
