@@ -11,7 +11,8 @@ from . import __version__
 
 # group name -> (module with a ``main(argv, prog)`` function, one-line description)
 NODE_COMMAND_MODULES = {
-    "fs": ("cvmfs_pilot.client.cli", "read repositories without mounting them (info, ls, stat, cat, get)"),
+    "fs": ("cvmfs_pilot.fuse.cli", "mount repositories, or read them without mounting (mount, umount, info, ls, "
+                                   "stat, cat, get)"),
 }
 SERVER_COMMAND_MODULES = {
     "repo": ("cvmfs_pilot.publish.cli", "publish, sign, check and serve CernVM-FS repositories"),
