@@ -60,14 +60,15 @@ def make_tree(root):
 
 
 class FuseEnv:
-    def __init__(self, unprivileged, scratch, storage_root, nginx, fqrn="fuse.example.org", ttl=240):
+    def __init__(self, unprivileged, scratch, storage_root, nginx, fqrn="fuse.example.org", ttl=240,
+                 make_src=make_tree):
         self.unprivileged = unprivileged
         self.scratch = Path(scratch)
         self.fqrn = fqrn
         self.ttl = ttl
         for name in ("src", "cache", "mnt", "mnt2", "out"):
             (self.scratch / name).mkdir()
-        self.src = make_tree(self.scratch / "src")
+        self.src = make_src(self.scratch / "src")
         self.keys = make_keys(Path(storage_root) / "keys", fqrn)
         self.storage_root = Path(storage_root) / "srv"
         self.storage = self.storage_root / fqrn
