@@ -63,6 +63,7 @@ def baseline(files, workers):
     if batch:
         batches.append(batch)
     context = multiprocessing.get_context("fork")
+    os.sync()  # no dirty pages of earlier steps to flush while measuring
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         total = sum(pool.map(_compress_and_hash, batches))
@@ -76,6 +77,7 @@ def publish(tree, storage, keys, workers):
             "rc = main(sys.argv[1:])\n"
             "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
             "sys.exit(rc)\n")
+    os.sync()  # no dirty pages of earlier steps to flush while measuring
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code, "repo", "publish", tree, storage, "--name", FQRN,
                              "--keys", keys, "--workers", str(workers)], stdout=subprocess.PIPE,

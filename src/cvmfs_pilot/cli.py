@@ -16,6 +16,7 @@ NODE_COMMAND_MODULES = {
 }
 SERVER_COMMAND_MODULES = {
     "repo": ("cvmfs_pilot.publish.cli", "publish, sign, check and serve CernVM-FS repositories"),
+    "dist": ("cvmfs_pilot.dist.cli", "build, update and list client distributions in a staging area"),
 }
 SERVER_PYTHON = (3, 10)
 
