@@ -129,7 +129,7 @@ class FuseServer(object):
     def _handshake(self):
         """Answer INIT (anything before it gets EIO); the Connection it settled."""
         while True:
-            data = _read_request(self.fd)
+            data = _read_request(self.fd, bytearray(p.READ_BUFFER_SIZE))
             if data is None:
                 raise OSError(errno.ENODEV, "the file system was unmounted before FUSE INIT")
             length, opcode, unique = p.IN_HEADER.unpack_from(data)[:3]
@@ -169,8 +169,9 @@ class FuseServer(object):
 
     def _serve(self, fd):
         dispatch = self._dispatch
+        buffer = bytearray(p.READ_BUFFER_SIZE)  # this worker's, reused: no large allocation per request
         while True:
-            data = _read_request(fd)
+            data = _read_request(fd, buffer)
             if data is None:
                 return
             dispatch(fd, data)
@@ -343,11 +344,13 @@ class FuseServer(object):
             return False
 
 
-def _read_request(fd):
-    """The next request from fd, or None once the file system is unmounted (ENODEV) or aborted."""
+def _read_request(fd, buffer):
+    """The next request from fd (read into ``buffer``, returned as a copy of its length), or None once the file
+    system is unmounted (ENODEV) or aborted."""
+    view = memoryview(buffer)
     while True:
         try:
-            return os.read(fd, p.READ_BUFFER_SIZE)
+            return bytes(view[:os.readv(fd, [buffer])])
         except OSError as exc:
             if exc.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
                 continue  # ENOENT: the request was interrupted before it was read
