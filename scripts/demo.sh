@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up on a fresh Debian 12 machine (as root) and run the main job: publish a demo repository
-# (the Python standard library of this machine), serve it over HTTP on loopback, fetch from it, and check it.
+# (the Python standard library of this machine), serve it over HTTP on loopback, check it, read it with the
+# pure-Python client, mount it with our FUSE server and import Python modules from the mount.
 # Everything it creates lives in one temporary directory, removed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,6 +12,7 @@ source_tree="$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths(
 work="$(mktemp -d /tmp/cvmfs-pilot-demo.XXXXXX)"
 server=""
 cleanup() {
+    [ -d "$work/mnt" ] && $pilot fs umount "$work/mnt" >/dev/null 2>&1 || true
     [ -z "$server" ] || kill "$server" 2>/dev/null || true
     [ -z "$server" ] || wait "$server" 2>/dev/null || true
     rm -rf "$work"
@@ -48,4 +50,17 @@ print("revision {} of {}, root catalog {}: manifest and whitelist signatures ver
 PY
 echo "== 5. full integrity check of the storage"
 $pilot repo check "$work/srv/cvmfs/$fqrn" --name "$fqrn" --pubkey "$work/keys/$fqrn.pub"
+echo "== 6. the pure-Python client: a configuration like /etc/cvmfs, pointing at the demo server"
+mkdir -p "$work/etc/config.d" "$work/etc/keys"
+cp "$work/keys/$fqrn.pub" "$work/etc/keys/"
+printf 'CVMFS_HTTP_PROXY=DIRECT\nCVMFS_CACHE_BASE=%s/cache\n' "$work" > "$work/etc/default.local"
+printf 'CVMFS_SERVER_URL="%scvmfs/@fqrn@"\n' "$base" > "$work/etc/config.d/$fqrn.conf"
+$pilot fs info "$fqrn" --config-dir "$work/etc"
+echo "== 7. mount it with our FUSE server and import modules from the mount"
+mkdir "$work/mnt"
+$pilot fs mount --config-dir "$work/etc" "$fqrn" "$work/mnt"
+grep " $work/mnt " /proc/mounts
+/usr/bin/python3 -S -c "import sys; sys.path[:0] = ['$work/mnt']; import json, email.parser, http.client; print('imported', json.__file__)"
+getfattr -n user.revision "$work/mnt" 2>/dev/null | grep revision || true
+$pilot fs umount "$work/mnt"
 echo "== done; removing $work"
