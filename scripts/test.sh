@@ -6,5 +6,7 @@ bash scripts/setup.sh
 bash scripts/setup-tests.sh
 echo "== tier rules (node tier: Python 3.6+, standard library only; no server-tier imports)"
 .venv/bin/python scripts/check_tiers.py
+echo "== lint (unused and undefined names)"
+.venv/bin/ruff check src tests benchmarks scripts
 echo "== tests"
 exec .venv/bin/python -m pytest "$@"

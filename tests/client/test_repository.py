@@ -12,7 +12,6 @@ import time
 import pytest
 
 from cvmfs_pilot.client.repository import RepositoryError
-from cvmfs_pilot.cvmfs import catalog as fmt
 from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, SUFFIX_CERTIFICATE
 
 from support.client_env import open_with, unpack_fixture, write_config
@@ -285,8 +284,8 @@ def test_config_repository_is_read_first(tmp_path, nginx):
     shutil.copy(str(keys / (target + ".pub")), str(etc / "keys" / (target + ".pub")))
     with open_with(etc, target) as repository:
         assert repository.config_repository == cfg
-        assert repository.config.origin("CVMFS_SERVER_URL").startswith("/cvmfs/" + cfg) or \
-            cfg in repository.config.origin("CVMFS_SERVER_URL")
+        assert repository.config.origin("CVMFS_SERVER_URL") == \
+            "/cvmfs/{}/etc/cvmfs/config.d/{}.conf:1".format(cfg, target)
         assert repository.read("/dir/sub/file.txt") == b"deep content\n"
 
 

@@ -1,6 +1,5 @@
 """Publishing directory trees: what lands in the catalogs and objects, revisions, incremental runs, atomicity."""
 
-import hashlib
 import os
 import socket
 import stat
@@ -174,7 +173,8 @@ def test_republish_is_incremental_and_revisions_increase(tmp_path, keys):
     src = make_tree(tmp_path / "src")
     storage = tmp_path / "storage"
     first = publish_tree(src, storage, FQRN, keys)
-    repo1 = StoredRepository(storage, tmp_path / "r1" if (tmp_path / "r1").mkdir() is None else None)
+    (tmp_path / "r1").mkdir()
+    repo1 = StoredRepository(storage, tmp_path / "r1")
     second = publish_tree(src, storage, FQRN, keys)
     assert second.manifest.revision == 2
     assert second.manifest.timestamp > first.manifest.timestamp
