@@ -36,10 +36,11 @@ def _safe_name(name, directory):
     return name
 
 
-def _copy_file(repository, path, target, st):
+def _copy_file(repository, found, target, st):
+    """Write the file of ``found`` (``(entry, loaded catalog)``) to a new file ``target``."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with repository.open_file(path) as source:
+        with repository.open_entry(*found) as source:
             source.copy_to(fd)
         os.fchmod(fd, statmod.S_IMODE(st.st_mode) & 0o777)
         os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
@@ -56,7 +57,7 @@ def export(repository, path, destination, workers=WORKERS):
     if not statmod.S_ISDIR(st.st_mode):
         os.makedirs(destination, exist_ok=True)
         name = _safe_name(root.rsplit("/", 1)[-1], paths.parent(root))
-        report.bytes += _copy_file(repository, root, os.path.join(destination, name), st)
+        report.bytes += _copy_file(repository, repository.entry(root), os.path.join(destination, name), st)
         report.files += 1
         return report
     os.makedirs(destination, exist_ok=True)
@@ -70,14 +71,16 @@ def export(repository, path, destination, workers=WORKERS):
                 os.mkdir(target, 0o700)
             directories.append((target, dir_st))
             report.directories += 1
-            for name, child in repository.listdir(directory):
-                child_path = paths.join(directory, _safe_name(name, directory))
+            for entry, loaded in repository.listdir_entries(directory):
+                name = _safe_name(entry.name, directory)
+                child_path = paths.join(directory, name)
                 child_target = os.path.join(target, name)
+                child = repository.stat_entry(entry, loaded)
                 mode = child.st_mode
                 if statmod.S_ISDIR(mode):
                     stack.append((child_path, child_target, child))
                 elif statmod.S_ISREG(mode):
-                    pending.append(pool.submit(_copy_file, repository, child_path, child_target, child))
+                    pending.append(pool.submit(_copy_file, repository, (entry, loaded), child_target, child))
                 elif statmod.S_ISLNK(mode):
                     os.symlink(repository.readlink(child_path), child_target)
                     report.symlinks += 1

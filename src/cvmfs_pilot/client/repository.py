@@ -122,11 +122,14 @@ class Repository(object):
 
     def listdir(self, path):
         """``[(name, Stat)]`` of a directory, sorted by name."""
+        return [(entry.name, self.stat_entry(entry, loaded)) for entry, loaded in self.listdir_entries(path)]
+
+    def listdir_entries(self, path):
+        """``[(entry, loaded catalog)]`` of a directory, sorted by name, all from the same revision."""
         entry, _ = self.entry(path)
         if not entry.is_directory:
             raise RepositoryError(errno.ENOTDIR, "{}: not a directory".format(entry.path or "/"))
-        return [(child.name, Stat(loaded.inode(child), child, self._uid, self._gid))
-                for child, loaded in self._tree().listing(entry.path) if not child.is_hidden]
+        return [(child, loaded) for child, loaded in self._tree().listing(entry.path) if not child.is_hidden]
 
     def readlink(self, path):
         entry, _ = self.entry(path)
@@ -137,7 +140,10 @@ class Repository(object):
     # -- contents -----------------------------------------------------------------------------------------------
 
     def open_file(self, path):
-        entry, loaded = self.entry(path)
+        return self.open_entry(*self.entry(path))
+
+    def open_entry(self, entry, loaded):
+        """An OpenFile for an entry found by :meth:`entry` or :meth:`listdir_entries`."""
         if entry.is_directory:
             raise RepositoryError(errno.EISDIR, "{}: is a directory".format(entry.path or "/"))
         if not entry.is_regular:

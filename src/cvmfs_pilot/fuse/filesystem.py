@@ -29,7 +29,7 @@ import os
 import stat as statmod
 import threading
 
-from cvmfs_pilot.client.repository import OpenFile, RepositoryError
+from cvmfs_pilot.client.repository import RepositoryError
 
 from . import protocol as p
 
@@ -295,12 +295,7 @@ class CvmfsFileSystem(object):
         if node.kind != statmod.S_IFREG:
             raise _error(errno.EISDIR if node.kind == DIRECTORY else errno.EINVAL,
                          "{} is not a regular file".format(node.path))
-        entry = node.entry
-        if entry.is_external:
-            raise _error(errno.EIO, "{}: external files (CVMFS_EXTERNAL_URL) are not supported by this client"
-                         .format(node.path))
-        chunks = node.loaded.catalog.chunks(entry) if entry.is_chunked else None
-        return OpenFile(self.repository.objects, entry, chunks)
+        return self.repository.open_entry(node.entry, node.loaded)
 
     def read(self, nodeid, fh, offset, size):
         """From file handle fh, or with fh 0 (the kernel opened the file itself) from the node's content."""
