@@ -47,10 +47,10 @@ class Stat(object):
 
 
 class Revision(object):
-    """One trusted revision and its catalogs."""
+    """One trusted revision (its verified manifest) and its catalogs."""
 
-    def __init__(self, trusted, tree, fetched_at):
-        self.manifest = trusted.manifest
+    def __init__(self, manifest, tree, fetched_at):
+        self.manifest = manifest
         self.tree = tree
         self.fetched_at = fetched_at
 

@@ -145,7 +145,7 @@ class RevisionLoader(object):
             return previous
         tree = new_tree(self.objects, manifest)
         cache.write_breadcrumb(self.fqrn, manifest.root_catalog, manifest.timestamp or 0, manifest.revision)
-        return Revision(trusted, tree, self.clock())
+        return Revision(manifest, tree, self.clock())
 
     def _offline(self, previous, breadcrumb, error):
         if previous is not None:
@@ -163,14 +163,7 @@ class RevisionLoader(object):
         self.offline = True
         manifest = Manifest(root_catalog=root, root_catalog_size=0, revision=revision, fqrn=self.fqrn,
                             timestamp=timestamp)
-        return Revision(_CachedTrust(manifest), new_tree(self.objects, manifest), self.clock())
-
-
-class _CachedTrust(object):
-    """A revision verified earlier, as the breadcrumb of the cache remembers it."""
-
-    def __init__(self, manifest):
-        self.manifest = manifest
+        return Revision(manifest, new_tree(self.objects, manifest), self.clock())
 
 
 def open_repository(fqrn, config_dir=DEFAULT_CONFIG_DIR, overrides=None, environ=None):
