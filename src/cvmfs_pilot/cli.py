@@ -13,7 +13,7 @@ from . import __version__
 NODE_COMMAND_MODULES = {
     "fs": ("cvmfs_pilot.fuse.cli", "mount repositories, or read them without mounting (mount, umount, info, ls, "
                                    "stat, cat, get)"),
-    "node": ("cvmfs_pilot.node.cli", "probe this worker node and decide how to provide /cvmfs (probe, decide)"),
+    "node": ("cvmfs_pilot.node.cli", "probe this worker node and decide how to provide /cvmfs (probe, decide, fetch)"),
 }
 SERVER_COMMAND_MODULES = {
     "repo": ("cvmfs_pilot.publish.cli", "publish, sign, check and serve CernVM-FS repositories"),

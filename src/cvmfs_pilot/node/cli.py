@@ -1,11 +1,12 @@
-"""``cvmfs-pilot node``: probe this worker node, and decide how to provide /cvmfs on it."""
+"""``cvmfs-pilot node``: probe this worker node, decide how to provide /cvmfs on it, and fetch the client
+distribution it needs."""
 
 import argparse
 import json
 import os
 import sys
 
-from cvmfs_pilot.node import decide, probe
+from cvmfs_pilot.node import decide, dist_fetch, osinfo, probe
 
 RECORD_NAME = "cvmfs-pilot-decision.json"  # written in --work-dir by 'decide'
 
@@ -42,7 +43,32 @@ def _parser(prog):
                           help="the staging area's index.json: the client distributions available")
     deciding.add_argument("--subtree", action="append", default=[], metavar="REPO/PATH",
                           help="a subtree the job declares (makes the export mode possible); repeatable")
+    fetching = commands.add_parser("fetch", help="download, verify, unpack and cache the client distribution for "
+                                                 "this node from a staging area; prints its path")
+    fetching.add_argument("--staging", required=True, type=dist_fetch.mirror_list, metavar="URL[,URL...]",
+                          help="base URLs of the staging area, tried in order (http(s)://, file://)")
+    fetching.add_argument("--index-sha256", required=True, metavar="HEX", help="the SHA-256 of its index.json")
+    fetching.add_argument("--engine", choices=decide.ENGINES,
+                          help="default: cvmfs2 when one is staged for this node, else python")
+    fetching.add_argument("--source", help="osg, egi, default or none (default: the only one staged)")
+    fetching.add_argument("--cache", default=None, metavar="DIR",
+                          help="where distributions are kept by hash (default: {})".format(
+                              dist_fetch.default_cache()))
     return parser
+
+
+def _fetch(args):
+    try:
+        with open("/etc/os-release") as handle:
+            node_os = probe.check_os(handle.read())
+    except OSError:
+        node_os = probe.check_os("")
+    arch = probe.check_arch(os.uname().machine).result
+    platforms = osinfo.build_platforms(node_os.details.get("platform"))
+    fetched = dist_fetch.fetch(args.staging, args.index_sha256, platforms, arch, args.engine, args.source,
+                               args.cache)
+    print(fetched.path)
+    return 0
 
 
 def _live_probe(args):
@@ -99,7 +125,9 @@ def main(argv, prog="cvmfs-pilot node"):
             else:
                 _print_probe(result)
             return 0
+        if args.command == "fetch":
+            return _fetch(args)
         return _decide(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, dist_fetch.FetchError) as exc:
         sys.stderr.write("{}: {}\n".format(prog, exc))
         return 2
