@@ -1,10 +1,10 @@
 """The cache database ``cachedb``: what the local cache holds, in which LRU order, and which processes pin what.
 
-SQLite with a rollback journal (it works on every local or network file system), shared by all processes that use
-the cache. Writers take the write lock at once (``BEGIN IMMEDIATE``), so they queue instead of deadlocking; every
-process waits up to ``timeout`` seconds for a lock (SQLite's busy timeout). Nothing is synced to disk: a crashed
-process cannot damage the database (the journal undoes its transaction), only a power loss can, and the cache then
-has to be removed.
+SQLite in WAL mode (so the cache belongs on a local file system, as CernVM-FS's own cache does), shared by all
+processes that use the cache. Writers take the write lock at once (``BEGIN IMMEDIATE``), so they queue instead of
+deadlocking; every process waits up to ``timeout`` seconds for a lock (SQLite's busy timeout). Nothing is synced to disk: a crashed
+process cannot damage the database (an unfinished transaction never becomes part of it), only a power loss can,
+and the cache then has to be removed.
 
 A pin belongs to a process, named by its pid and its start time (``/proc/<pid>/stat``), so that the pins of a
 killed process, and of an unrelated process that got its pid again, do not count.
@@ -14,6 +14,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 
 SCHEMA_VERSION = 1  # PRAGMA user_version
 
@@ -90,7 +91,7 @@ class CacheDatabase(object):
             raise CacheError("cannot open the cache database {}: {}; the cache directory must be writable by this "
                              "user".format(path, exc))
         try:
-            self._connection.execute("PRAGMA journal_mode = WAL")  # commits append; no journal file per store
+            self._use_wal(timeout)
             self._connection.execute("PRAGMA synchronous = OFF")
             self._ensure_schema()
         except BaseException as exc:
@@ -100,6 +101,21 @@ class CacheDatabase(object):
                                  "remove the cache directory {} and start again"
                                  .format(path, exc, os.path.dirname(path)))
             raise
+
+    def _use_wal(self, timeout):
+        """Put the database in WAL mode (commits append; no journal file per store). The mode is stored in the
+        file, so only the first user switches it; switching needs a moment when no other connection writes, and
+        SQLite does not wait for that by itself, so this retries until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self):
         with self._lock:
