@@ -18,7 +18,7 @@ from cvmfs_pilot.dist.errors import DistError, StagingError
 from cvmfs_pilot.dist.fetch import Fetcher
 from cvmfs_pilot.dist.runner import (BUILT, FAILED, SKIPPED, UNCHANGED, Outcome, Report, Request, build_staging,
                                      update_staging)
-from cvmfs_pilot.dist.safe_unpack import extract_tarball
+from cvmfs_pilot.node.safe_extract import extract_tarball
 from cvmfs_pilot.dist.staging import Staging
 from cvmfs_pilot.dist.upstream import DistKey, Upstream
 from support.yum import Symlink, build_rpms, offered_keys, stand_in

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cvmfs_pilot.dist.runner import Request, build_staging
-from cvmfs_pilot.dist.safe_unpack import extract_tarball
+from cvmfs_pilot.node.safe_extract import extract_tarball
 from cvmfs_pilot.dist.staging import Staging
 from cvmfs_pilot.dist.zipapp_engine import build_zipapp
 from support.repo import publish_tree

@@ -11,7 +11,7 @@ import pytest
 
 from cvmfs_pilot.dist.errors import RpmError
 from cvmfs_pilot.dist.rpm import RpmPackage, unpack_rpm
-from cvmfs_pilot.dist.safe_unpack import ArchiveRejected
+from cvmfs_pilot.node.safe_extract import ArchiveRejected
 from support.yum import Device, StandIn, Symlink, build_rpms
 
 COMPRESSORS = {"gzip": "w6.gzdio", "xz": "w2.xzdio", "zstd": "w3.zstdio", "bzip2": "w9.bzdio",

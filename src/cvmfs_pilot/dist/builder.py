@@ -14,7 +14,7 @@ from cvmfs_pilot import __version__
 from .errors import DistError, RpmError
 from .layout import CONFIG_DIR, ROOT_PLACEHOLDER, wrap_authz_helpers, write_default_local, write_os_release
 from .rpm import unpack_rpm
-from .safe_unpack import ArchiveRejected
+from cvmfs_pilot.node.safe_extract import ArchiveRejected
 from .tarball import pack
 from .upstream import CVMFS2
 

@@ -16,7 +16,7 @@ import struct
 import zstandard
 
 from .errors import RpmError
-from .safe_unpack import ArchiveRejected, TreeWriter, entry_parts
+from cvmfs_pilot.node.safe_extract import ArchiveRejected, TreeWriter, entry_parts
 
 LEAD = struct.Struct(">4sBBhh66shh16s")
 LEAD_MAGIC = b"\xed\xab\xee\xdb"
@@ -303,12 +303,12 @@ def _relative_link(link_parts, target):
 
 
 def unpack_rpm(path, root, keep=None):
-    """Unpack the payload of the RPM at path into the directory root, under the rules of safe_unpack.
+    """Unpack the payload of the RPM at path into the directory root, under the rules of cvmfs_pilot.node.safe_extract.
 
     keep(relative_path) -> bool selects entries (default: all but ``.build-id`` directories, as makedist).
     Absolute symlink targets are made relative to the root. Hard-linked files become hard links. Returns the
     RpmPackage's identity (name, epoch, version, release, arch) as a tuple. RpmError when the file is damaged,
-    safe_unpack.ArchiveRejected when it breaks an extraction rule.
+    ArchiveRejected when it breaks an extraction rule.
     """
     writer = TreeWriter(root)
     linked = {}  # inode -> [(name, mode)] of hard-linked entries whose data comes with a later entry

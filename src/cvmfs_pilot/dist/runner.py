@@ -27,7 +27,7 @@ from .errors import DistError, StagingError
 from .fetch import Fetcher
 from .repodata import REPOMD_PATH, parse_repomd, read_primary
 from .resolve import definition_digest, resolve, wanted
-from .safe_unpack import ArchiveRejected
+from cvmfs_pilot.node.safe_extract import ArchiveRejected
 from .staging import IndexEntry, Staging, utc_iso
 from .upstream import CVMFS2, PYTHON, PYTHON_TARGET, DistKey, Target, Upstream
 from .zipapp_engine import build_zipapp

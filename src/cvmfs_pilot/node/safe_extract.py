@@ -1,20 +1,21 @@
-"""Extracting a client distribution's tarball below a root directory safely, on the node.
+"""Extracting archive entries below a root directory safely: distribution tarballs on the node, and RPM payloads
+in the server tier's distribution builder (which imports this module, so both apply the very same rules).
 
-The node tier's own copy of the extraction rules of docs/staging.md ("What the node layer does", step 4); the
-server tier's builder applies the same rules to RPM payloads (the node tier cannot import it). Every entry must
-satisfy them, or the whole archive is rejected with :class:`ArchiveRejected`, naming the entry and the rule:
+Every entry must satisfy these rules, or the archive is rejected with :class:`ArchiveRejected`, naming the entry
+and the rule it breaks:
 
 * its name is relative (no leading ``/``), has no ``..`` component and no NUL; a leading ``./`` is ignored;
 * nothing is written through a symbolic link: no directory on the way to an entry may be a symlink, and an
   existing symlink is replaced, never followed;
-* it is a regular file, a directory, a symbolic link or a hard link; device nodes, FIFOs and sockets are refused;
-* a symbolic link's target is relative and, followed through the links of the finished tree (chains of links
-  included), stays inside the root;
+* it is a regular file, a directory, a symbolic link or (tarballs) a hard link; device nodes, FIFOs and sockets
+  are refused;
+* a symbolic link's target is relative and, followed through the links of the finished tree, stays inside the
+  root (checked per entry, and again for the whole tree by :meth:`TreeWriter.finish`);
 * a hard link names a regular file already extracted inside the root;
-* only the permission bits rwx are kept: setuid, setgid and sticky bits are dropped (not an error); the owner
-  keeps read access to files and full access to directories; owners and times are not restored.
+* only the permission bits rwx are kept: setuid, setgid and sticky bits are dropped (not an error). The owner
+  always keeps read access to files and full access to directories; owners and times are not restored.
 
-Python 3.6 and the standard library only.
+Node tier: Python 3.6 and the standard library only.
 """
 
 import os
@@ -29,7 +30,7 @@ CHUNK = 1 << 20
 
 
 class ArchiveRejected(ValueError):
-    """An archive breaks one of the extraction rules, or is damaged; nothing of it may be used."""
+    """An archive breaks one of the extraction rules, or is damaged; nothing of it should be used."""
 
 
 def entry_parts(name):
@@ -45,24 +46,28 @@ def entry_parts(name):
     return parts
 
 
-class _Tree(object):
-    """Writes entries below root (an existing directory) under the rules of this module."""
+def _outside(path):
+    return path == ".." or path.startswith("../")
+
+
+class TreeWriter(object):
+    """Writes archive entries below root (an existing directory) under the rules of this module."""
 
     def __init__(self, root):
         self.root = os.path.abspath(root)
-        self.safe_dirs = {()}  # component tuples known to be real directories (not symlinks) below root
-        self.links = []  # relative paths of the symbolic links written, checked again by finish()
+        self._safe_dirs = {()}  # component tuples known to be real directories (not symlinks) below root
+        self._links = []  # relative paths of the symbolic links written, for finish()
 
-    def path(self, parts):
+    def _path(self, parts):
         return os.path.join(self.root, *parts)
 
-    def parents(self, parts, name):
-        """Make every parent of parts a real directory below root (missing ones are created, mode 0755)."""
+    def _parents(self, parts, name):
+        """Make sure every parent of parts is a real directory below root, creating missing ones (mode 0755)."""
         for depth in range(1, len(parts)):
             prefix = tuple(parts[:depth])
-            if prefix in self.safe_dirs:
+            if prefix in self._safe_dirs:
                 continue
-            path = self.path(prefix)
+            path = self._path(prefix)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -73,18 +78,11 @@ class _Tree(object):
                         name, "/".join(prefix)))
                 if not stat.S_ISDIR(st.st_mode):
                     raise ArchiveRejected("{}: {} is not a directory".format(name, "/".join(prefix)))
-            self.safe_dirs.add(prefix)
+            self._safe_dirs.add(prefix)
 
-    def file_parts(self, name):
-        parts = entry_parts(name)
-        if not parts:
-            raise ArchiveRejected("{!r}: a non-directory entry for the extraction directory itself".format(name))
-        self.parents(parts, name)
-        return parts
-
-    def clear(self, parts, name):
-        """The entry's path, after removing a non-directory there (replaced, never followed)."""
-        path = self.path(parts)
+    def _clear(self, parts, name):
+        """Remove a non-directory at the entry's path so that it can be replaced (never followed)."""
+        path = self._path(parts)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -98,8 +96,8 @@ class _Tree(object):
         parts = entry_parts(name)
         if not parts:
             return
-        self.parents(parts, name)
-        path = self.path(parts)
+        self._parents(parts, name)
+        path = self._path(parts)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -108,10 +106,12 @@ class _Tree(object):
             if not stat.S_ISDIR(st.st_mode):
                 raise ArchiveRejected("{}: a file or link of that name already exists".format(name))
         os.chmod(path, (mode & PERMISSIONS) | 0o700)
-        self.safe_dirs.add(tuple(parts))
+        self._safe_dirs.add(tuple(parts))
 
     def regular_file(self, name, mode, stream, size):
-        path = self.clear(self.file_parts(name), name)
+        """A file of exactly size bytes read from stream (anything with ``read(n)``)."""
+        parts = self._file_parts(name)
+        path = self._clear(parts, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             remaining = size
@@ -125,40 +125,50 @@ class _Tree(object):
             os.fchmod(out.fileno(), (mode & PERMISSIONS) | 0o400)
 
     def symlink(self, name, target):
-        parts = self.file_parts(name)
+        parts = self._file_parts(name)
         if not target or "\0" in target:
             raise ArchiveRejected("{}: empty or invalid symbolic link target".format(name))
         if target.startswith("/"):
             raise ArchiveRejected("{}: absolute symbolic link target {}".format(name, target))
-        joined = posixpath.normpath(posixpath.join("/".join(parts[:-1]), target))
-        if joined == ".." or joined.startswith("../"):
+        if _outside(posixpath.normpath(posixpath.join("/".join(parts[:-1]), target))):
             raise ArchiveRejected("{}: symbolic link target {} points outside the extraction directory".format(
                 name, target))
-        os.symlink(target, self.clear(parts, name))
-        self.links.append("/".join(parts))
+        os.symlink(target, self._clear(parts, name))
+        self._links.append("/".join(parts))
 
     def hardlink(self, name, existing):
-        parts = self.file_parts(name)
+        parts = self._file_parts(name)
         source = entry_parts(existing)
         if not source:
             raise ArchiveRejected("{}: hard link to the extraction directory itself".format(name))
-        self.parents(source, existing)
+        self._parents(source, existing)
         try:
-            st = os.lstat(self.path(source))
+            st = os.lstat(self._path(source))
         except FileNotFoundError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
             raise ArchiveRejected("{}: hard link to {}, which is not a regular file extracted before it".format(
                 name, existing))
-        if self.path(source) != self.path(parts):
-            os.link(self.path(source), self.clear(parts, name), follow_symlinks=False)
+        if self._path(source) != self._path(parts):
+            os.link(self._path(source), self._clear(parts, name), follow_symlinks=False)
+
+    def refuse(self, name, kind):
+        raise ArchiveRejected("{}: {} entries are not allowed (only files, directories and links)".format(
+            name, kind))
+
+    def _file_parts(self, name):
+        parts = entry_parts(name)
+        if not parts:
+            raise ArchiveRejected("{!r}: a non-directory entry for the extraction directory itself".format(name))
+        self._parents(parts, name)
+        return parts
 
     def finish(self):
-        """Every symbolic link, followed through the finished tree, must stay inside the root."""
-        for link in self.links:
-            self.resolve(link)
+        """Check that every symbolic link, followed through the finished tree, stays inside the root."""
+        for link in self._links:
+            self._resolve(link)
 
-    def resolve(self, link):
+    def _resolve(self, link):
         pending = link.split("/")
         resolved = []
         hops = 0
@@ -173,7 +183,7 @@ class _Tree(object):
                 resolved.pop()
                 continue
             resolved.append(part)
-            path = self.path(resolved)
+            path = self._path(resolved)
             if not os.path.islink(path):
                 continue
             hops += 1
@@ -189,24 +199,22 @@ class _Tree(object):
 def extract_tarball(path, root):
     """Extract the (optionally compressed) tarball at path into the existing, empty directory root; returns the
     number of entries. ArchiveRejected if it breaks a rule or is damaged: the caller must discard root then."""
-    tree = _Tree(root)
+    writer = TreeWriter(root)
     count = 0
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if member.isdir():
-                    tree.directory(member.name, member.mode)
+                    writer.directory(member.name, member.mode)
                 elif member.isreg():
-                    tree.regular_file(member.name, member.mode, tar.extractfile(member), member.size)
+                    writer.regular_file(member.name, member.mode, tar.extractfile(member), member.size)
                 elif member.issym():
-                    tree.symlink(member.name, member.linkname)
+                    writer.symlink(member.name, member.linkname)
                 elif member.islnk():
-                    tree.hardlink(member.name, member.linkname)
+                    writer.hardlink(member.name, member.linkname)
                 else:
-                    kind = ("device" if member.ischr() or member.isblk() else
-                            "FIFO" if member.isfifo() else "special")
-                    raise ArchiveRejected("{}: {} entries are not allowed (only files, directories and "
-                                          "links)".format(member.name, kind))
+                    writer.refuse(member.name, "device" if member.ischr() or member.isblk() else
+                                  "FIFO" if member.isfifo() else "special")
                 count += 1
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ArchiveRejected("{}: damaged archive ({})".format(path, exc))
@@ -214,5 +222,5 @@ def extract_tarball(path, root):
         if exc.errno is not None:  # the file system failed, not the archive
             raise
         raise ArchiveRejected("{}: damaged archive ({})".format(path, exc))
-    tree.finish()
+    writer.finish()
     return count
