@@ -15,10 +15,11 @@ import grp
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from support.ports import accepts_connections, free_port
 
 NGINX = Path("/usr/sbin/nginx")
 START_TIMEOUT = 10.0  # seconds until the port must answer
@@ -120,13 +121,6 @@ def start(root, tmp):
                      f"something on this host is grabbing loopback ports, see {tmp / 'error.log'}")
 
 
-def free_port():
-    """A loopback TCP port that is free now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def user_directive():
     """Run the workers as the invoking user: root cannot otherwise read into pytest's private directories."""
     if os.geteuid() != 0:
@@ -155,14 +149,6 @@ def pid_written(pid_file, pid):
         return pid_file.read_text().strip() == str(pid)
     except FileNotFoundError:
         return False
-
-
-def accepts_connections(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def nginx_logs(tmp):

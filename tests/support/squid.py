@@ -17,10 +17,11 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from support.ports import accepts_connections, free_port
 
 SQUID = Path("/usr/sbin/squid")
 SQUID_USER = "proxy"  # Debian's cache_effective_user
@@ -123,13 +124,6 @@ def log_file(path):
         yield stream
 
 
-def free_port():
-    """A loopback TCP port that is free now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_until_listening(process, port, tmp):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -143,14 +137,6 @@ def wait_until_listening(process, port, tmp):
         time.sleep(0.05)
     raise SquidError(f"squid did not answer on 127.0.0.1:{port} within {START_TIMEOUT:g} s; it said:\n"
                      f"{(tmp / 'cache.log').read_text(errors='replace')}")
-
-
-def accepts_connections(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def stop(process, service):
