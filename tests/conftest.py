@@ -59,3 +59,12 @@ def keys_dir(request, tmp_path_factory):
 def other_keys_dir(request, tmp_path_factory):
     """A second key set for the same repository name: a forger's."""
     return _key_set(request, tmp_path_factory, "other-keys")
+
+
+@pytest.fixture
+def repo(published, tmp_path):
+    """A private copy of the test module's ``published`` repository, free to damage."""
+    import shutil
+    storage = tmp_path / "storage"
+    shutil.copytree(str(published), str(storage), symlinks=True)
+    return storage

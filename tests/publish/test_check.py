@@ -9,7 +9,6 @@ updated and the manifest is re-signed), so that the structural checks themselves
 import datetime
 import os
 import random
-import shutil
 import sqlite3
 import zlib
 from pathlib import Path
@@ -20,7 +19,6 @@ from cvmfs_pilot.cli import main as cli_main
 from cvmfs_pilot.cvmfs.catalog import Catalog
 from cvmfs_pilot.cvmfs.compression import COMPRESSION_BY_NAME, ZLIB
 from cvmfs_pilot.cvmfs.hashing import SHA1, ContentHash
-from cvmfs_pilot.cvmfs.manifest import Manifest
 from cvmfs_pilot.cvmfs.signed import split_signed
 from cvmfs_pilot.publish.check import check
 from cvmfs_pilot.publish.chunking import ChunkSizes
@@ -28,6 +26,7 @@ from cvmfs_pilot.publish.errors import PublishError
 from cvmfs_pilot.publish.keys import KeySet, sign_manifest, sign_whitelist
 from cvmfs_pilot.publish.publisher import PublishOptions, publish
 from cvmfs_pilot.publish.storage import MANIFEST, WHITELIST
+from support.repo import read_manifest
 
 FQRN = "check.example.org"
 SMALL_CHUNKS = ChunkSizes(64, 128, 256)
@@ -72,22 +71,11 @@ def published(tmp_path_factory, keys_dir):
     return base / "storage"
 
 
-@pytest.fixture
-def repo(published, tmp_path):
-    """A private copy of the published repository, free to damage."""
-    storage = tmp_path / "storage"
-    shutil.copytree(published, storage, symlinks=True)
-    return storage
-
-
 def pub(keys_dir):
     return [str(keys_dir / "{}.pub".format(FQRN))]
 
 
 # -- reading and rewriting the repository -------------------------------------------------------------------------
-
-def read_manifest(storage):
-    return Manifest.parse((storage / MANIFEST).read_bytes())
 
 
 def catalog_chain(storage, path, workdir):

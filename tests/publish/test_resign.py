@@ -132,13 +132,6 @@ def published(tmp_path_factory, keys_dir):
     return publish_tree(tmp_path_factory.mktemp("published"), keys_dir)
 
 
-@pytest.fixture
-def repo(published, tmp_path):
-    storage = tmp_path / "storage"
-    shutil.copytree(published, storage, symlinks=True)
-    return storage
-
-
 def pub(keys_dir):
     return [str(keys_dir / "{}.pub".format(FQRN))]
 
