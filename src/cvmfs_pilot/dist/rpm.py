@@ -4,7 +4,8 @@ Layout: a 96-byte lead; the signature header, padded to a multiple of 8 bytes; t
 payload, a cpio archive in the "newc" format (magic 070701, or 070702 with checksums) compressed with the
 program the PAYLOADCOMPRESSOR tag names (gzip, bzip2, xz, lzma or zstd). Each header is a magic, an index of
 (tag, type, offset, count) entries and a data store. Every size, offset and count read from the file is checked
-against the file before use. When the main header carries a payload digest, it is verified.
+against the file before use. When the main header carries a payload digest, the compressed payload is checked
+against it before anything is decompressed.
 """
 
 import bz2
@@ -12,6 +13,7 @@ import gzip
 import hashlib
 import lzma
 import struct
+import zlib
 
 import zstandard
 
@@ -115,21 +117,11 @@ class Header:
         return struct.unpack_from(">I", self._data, offset)[0]
 
 
-class _HashingReader:
-    """Reads a file, feeding every byte read into a hash (or none)."""
-
-    def __init__(self, f, digest):
-        self._f = f
-        self.digest = digest
-
-    def read(self, size=-1):
-        data = self._f.read(size)
-        if self.digest is not None:
-            self.digest.update(data)
-        return data
+# What the decompressors raise on damaged or truncated input (bz2 and gzip raise OSError or EOFError).
+DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
 
 
-def _decompressor(name, raw):
+def _open_decompressor(name, raw):
     if name == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if name == "xz":
@@ -142,6 +134,24 @@ def _decompressor(name, raw):
         return zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(raw, read_across_frames=True,
                                                                                   closefd=False)
     raise RpmError("payload compressor {!r} is not supported (gzip, bzip2, xz, lzma, zstd are)".format(name))
+
+
+class _PayloadStream:
+    """The decompressed payload; a decompressor's failure on damaged data becomes an RpmError, wherever the
+    read happens (walking the cpio headers, or a caller reading a file's contents)."""
+
+    def __init__(self, name, raw):
+        self._name = name
+        self._stream = _open_decompressor(name, raw)
+
+    def read(self, size):
+        try:
+            return self._stream.read(size)
+        except DECOMPRESSION_ERRORS as exc:
+            raise RpmError("the {} payload is damaged or truncated ({})".format(self._name, exc)) from None
+
+    def close(self):
+        self._stream.close()
 
 
 class CpioEntry:
@@ -207,13 +217,12 @@ class RpmPackage:
         self._payload_algorithm = DIGEST_ALGORITHMS.get(header.int32(TAG_PAYLOADDIGESTALGO, 8))
 
     def entries(self):
-        """Yield each CpioEntry of the payload; RpmError if the payload is damaged, truncated or fails its
-        digest."""
-        digest = None
-        if self._payload_digest and self._payload_algorithm:
-            digest = hashlib.new(self._payload_algorithm)
-        raw = _HashingReader(self._file, digest)
-        stream = _decompressor(self.compressor, raw)
+        """Yield each CpioEntry of the payload; RpmError if the payload is damaged or truncated. When the header
+        carries a payload digest, the compressed payload is checked against it before anything is unpacked."""
+        start = self._file.tell()
+        self._verify_payload_digest()
+        self._file.seek(start)
+        stream = _PayloadStream(self.compressor, self._file)
         payload = _Cpio(stream)
         try:
             while True:
@@ -221,15 +230,16 @@ class RpmPackage:
                 if entry is None:
                     break
                 yield entry
-            while stream.read(CHUNK):  # whatever follows the trailer still counts for the digest
-                pass
-            while raw.read(CHUNK):
-                pass
-        except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
-            raise RpmError("the {} payload is damaged or truncated ({})".format(self.compressor, exc)) from None
         finally:
             stream.close()
-        if digest is not None and digest.hexdigest() != self._payload_digest:
+
+    def _verify_payload_digest(self):
+        if not (self._payload_digest and self._payload_algorithm):
+            return
+        digest = hashlib.new(self._payload_algorithm)
+        for block in iter(lambda: self._file.read(CHUNK), b""):
+            digest.update(block)
+        if digest.hexdigest() != self._payload_digest:
             raise RpmError("payload {} digest mismatch (the header says {}, the payload has {}); the file is "
                            "damaged".format(self._payload_algorithm, self._payload_digest, digest.hexdigest()))
 
