@@ -77,7 +77,7 @@ class Mount(object):
 _libc = None
 
 
-def _c():
+def libc():
     """libc via ctypes, loaded once (not with ctypes.util.find_library, which runs ldconfig)."""
     global _libc
     if _libc is None:
@@ -89,7 +89,7 @@ def _c():
     return _libc
 
 
-def _check(result, what, hint=""):
+def check_result(result, what, hint=""):
     if result == -1:
         code = ctypes.get_errno()
         raise MountError(code, "{} failed: {}{}".format(what, os.strerror(code), hint))
@@ -195,7 +195,7 @@ def mount_in_current_namespace(mountpoint, allow_other=False):
     data = ",".join(["fd={}".format(fd), "rootmode={:o}".format(ROOT_MODE), "user_id={}".format(os.getuid()),
                      "group_id={}".format(os.getgid())] + _fuse_options(allow_other))
     try:
-        _check(_c().mount(FSNAME.encode(), _encode(mountpoint), b"fuse", MS_RDONLY | MS_NOSUID | MS_NODEV,
+        check_result(libc().mount(FSNAME.encode(), _encode(mountpoint), b"fuse", MS_RDONLY | MS_NOSUID | MS_NODEV,
                           data.encode()),
                "mount(2) of a FUSE file system at {}".format(mountpoint),
                "; it needs root, or root of a user + mount namespace on Linux 4.18 or newer, and an existing "
@@ -275,7 +275,7 @@ def unmount(mountpoint, lazy=False, use_fusermount=None):
         use_fusermount = not has_cap_sys_admin()
     if not use_fusermount:
         try:
-            _check(_c().umount2(_encode(mountpoint), MNT_DETACH if lazy else 0), "umount2 of {}".format(mountpoint))
+            check_result(libc().umount2(_encode(mountpoint), MNT_DETACH if lazy else 0), "umount2 of {}".format(mountpoint))
             return
         except MountError as exc:
             if exc.errno not in (errno.EPERM, errno.EINVAL) or find_fusermount() is None:
@@ -313,7 +313,7 @@ def enter_user_namespace():
     whose mounts are all private, so that :func:`mount_in_current_namespace` works. Call it while the process
     is single-threaded (unshare(2) refuses threaded callers), e.g. in a fresh child process."""
     uid, gid = os.geteuid(), os.getegid()
-    _check(_c().unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+    check_result(libc().unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
            "; user namespaces may be disabled (user.max_user_namespaces = 0, "
            "kernel.unprivileged_userns_clone = 0, an AppArmor or seccomp policy), or the process has threads")
     try:
@@ -325,4 +325,4 @@ def enter_user_namespace():
         raise MountError(exc.errno, "cannot write the user namespace's id maps: {}; a security policy (such as "
                                     "Ubuntu's apparmor_restrict_unprivileged_userns) denies it".format(
                                         exc.strerror))
-    _check(_c().mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making / private in the mount namespace")
+    check_result(libc().mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making / private in the mount namespace")
