@@ -1,12 +1,14 @@
-"""``cvmfs-pilot node``: probe this worker node, decide how to provide /cvmfs on it, and fetch the client
-distribution it needs."""
+"""``cvmfs-pilot node``: probe this worker node, decide how to provide /cvmfs on it, fetch the client
+distribution it needs, run jobs with the repositories mounted (``exec``) and clean up after a pilot."""
 
 import argparse
 import json
+import logging
 import os
 import sys
 
-from cvmfs_pilot.node import decide, dist_fetch, osinfo, probe
+from cvmfs_pilot.node import (cleanup, control, decide, dist_fetch, engines, execute, osinfo, probe, records,
+                              staging_index)
 
 RECORD_NAME = "cvmfs-pilot-decision.json"  # written in --work-dir by 'decide'
 
@@ -54,7 +56,51 @@ def _parser(prog):
     fetching.add_argument("--cache", default=None, metavar="DIR",
                           help="where distributions are kept by hash (default: {})".format(
                               dist_fetch.default_cache()))
+    _add_exec_parser(commands)
+    cleaning = commands.add_parser("cleanup", help="unmount, stop and remove what a pilot left in its work "
+                                                   "directory (idempotent)")
+    cleaning.add_argument("--work-dir", default=None, help="the pilot's work directory (default: the current one)")
+    requesting = commands.add_parser("request", help="ask the pilot around this job to mount or unmount a "
+                                                     "repository (what $CVMFSMOUNT and $CVMFSUMOUNT run)")
+    requesting.add_argument("--socket", default=os.environ.get(control.ENV_SOCKET),
+                            help="the pilot's control socket (default: $%s)" % control.ENV_SOCKET)
+    requesting.add_argument("op", choices=control.OPERATIONS)
+    requesting.add_argument("repository")
     return parser
+
+
+def _add_exec_parser(commands):
+    running = commands.add_parser(
+        "exec", help="run a command with /cvmfs/<repo> mounted for it, unprivileged",
+        description="Probe the node, choose how to provide the repositories (mode and engine), mount them, run "
+                    "COMMAND with the user's own ids and environment, forward signals to it, unmount and clean "
+                    "up however it ends; exit with COMMAND's status ({} when CVMFS could not be provided and the "
+                    "requirement is 'required').".format(execute.EXIT_SETUP_FAILED))
+    running.add_argument("--work-dir", default=None,
+                         help="the pilot's own work directory (default: the current one); one pilot per directory")
+    running.add_argument("--repos", type=_repos, default=[], metavar="A,B",
+                         help="repositories to mount (the config repository is mounted first in any case)")
+    running.add_argument("--require", default=decide.REQUIRED, metavar="LEVEL",
+                         help="required (default), preferred, optional or never, in any case")
+    running.add_argument("--mode", choices=decide.MODES, help="use this mode (no fallback)")
+    running.add_argument("--engine", choices=decide.ENGINES, help="use this engine")
+    running.add_argument("--config-dir", default=None, metavar="DIR",
+                         help="client configuration root for the python engine (default: the distribution's, "
+                              "else /etc/cvmfs)")
+    running.add_argument("-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="a client parameter for every repository, over the configuration; repeatable")
+    running.add_argument("--staging", type=dist_fetch.mirror_list, metavar="URL[,URL...]",
+                         help="staging area to fetch the client distribution from (with --index-sha256)")
+    running.add_argument("--index-sha256", metavar="HEX", help="the SHA-256 of the staging area's index.json")
+    running.add_argument("--source", help="the distribution's configuration source (osg, egi, default, none)")
+    running.add_argument("--dist", metavar="DIR", help="an unpacked client distribution to use instead")
+    running.add_argument("--cache", default=None, metavar="DIR", help="where fetched distributions are kept")
+    running.add_argument("--subtree", action="append", default=[], metavar="REPO/PATH",
+                         help="a subtree the job needs (makes the export mode possible); repeatable")
+    running.add_argument("--pid-namespace", choices=("auto", "yes", "no"), default="auto",
+                         help="userns mode: a PID namespace (auto: unless /proc is masked)")
+    running.add_argument("-v", "--verbose", action="store_true", help="say what is done")
+    running.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the job and its arguments")
 
 
 def _fetch(args):
@@ -115,9 +161,136 @@ def _decide(args):
     return 1 if decision.failed else 0
 
 
+def _overrides(values):
+    overrides = {}
+    for value in values:
+        key, equals, setting = value.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise ValueError("-o {!r}: give KEY=VALUE, such as -o CVMFS_HTTP_PROXY=DIRECT".format(value))
+        overrides[key.strip()] = setting
+    return overrides
+
+
+def _this_node(work_dir):
+    try:
+        with open("/etc/os-release") as handle:
+            node_os = probe.check_os(handle.read())
+    except OSError:
+        node_os = probe.check_os("")
+    return osinfo.build_platforms(node_os.details.get("platform")), probe.check_arch(os.uname().machine).result
+
+
+def _engine_for(args, engine_name, entries, downloader):
+    """The engine object for the decided engine name."""
+    if args.dist:
+        root = os.path.abspath(args.dist)
+        dist = dist_fetch.read_dist_json(root)
+        if dist.get("engine") == engines.CVMFS2:
+            return engines.Cvmfs2Engine(root, dist)
+        return engines.PythonEngine(args.config_dir or os.path.join(root, dist.get("config_dir") or "etc/cvmfs"))
+    if entries and engine_name in (engines.CVMFS2, engines.PYTHON):
+        platforms, arch = _this_node(args.work_dir)
+        entry = staging_index.choose(entries, engine_name, args.source, platforms, arch)
+        path, dist, _ = dist_fetch.install(downloader, entry, os.path.abspath(args.cache or
+                                                                             dist_fetch.default_cache()))
+        if engine_name == engines.CVMFS2:
+            return engines.Cvmfs2Engine(path, dist)
+        return engines.PythonEngine(args.config_dir or os.path.join(path, dist.get("config_dir") or "etc/cvmfs"))
+    return engines.PythonEngine(args.config_dir or "/etc/cvmfs")
+
+
+def _modes_to_try(decision, node, args):
+    """The decided mode, then (unless forced) the next ones the requirement allows and the probe says work."""
+    if args.mode:
+        return [decision.mode]
+    level = decide.requirement_level(args.require)
+    candidates = decide.CANDIDATES[level]
+    after = candidates[candidates.index(decision.mode) + 1:] if decision.mode in candidates else ()
+    modes = [decision.mode] + [m for m in after if decide.availability(m, node, args.subtree)[0]]
+    if level != decide.REQUIRED and decide.NONE not in modes:
+        modes.append(decide.NONE)
+    return modes
+
+
+def _exec(args, prog):
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    if not command:
+        raise ValueError("give the command to run after --, e.g. {} exec --repos atlas.cern.ch -- ls "
+                         "/cvmfs/atlas.cern.ch".format(prog))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="{}: %(message)s".format(prog))
+    overrides = _overrides(args.overrides)
+    args.work_dir = os.path.abspath(args.work_dir or os.getcwd())
+    os.makedirs(args.work_dir, exist_ok=True)
+    if args.dist and args.staging:
+        raise ValueError("give either --dist or --staging, not both")
+    entries, downloader = [], None
+    if args.staging:
+        if not args.index_sha256:
+            raise ValueError("--staging needs --index-sha256")
+        downloader = dist_fetch.Downloader(args.staging)
+        cache = os.path.abspath(args.cache or dist_fetch.default_cache())
+        entries = staging_index.parse_index(dist_fetch.fetch_index(downloader, args.index_sha256, cache))
+    distributions = [dict(e._asdict()) for e in entries]
+    if args.dist:
+        distributions = [dict(dist_fetch.read_dist_json(args.dist), name=os.path.basename(args.dist))]
+    node = probe.probe(args.work_dir, args.repos or None)
+    decision = decide.decide(node, args.require, distributions, args.mode, args.engine, args.subtree)
+    for reason in decision.reasons:
+        logging.getLogger(prog).info("%s", reason)
+    if decision.failed:
+        sys.stderr.write("{}: CVMFS cannot be provided here:\n  {}\n".format(prog, "\n  ".join(decision.reasons)))
+        return execute.EXIT_SETUP_FAILED
+    if not args.repos and decision.mode in (decide.USERNS, decide.FUSERMOUNT):
+        raise ValueError("name the repositories to mount with --repos")
+    pid_namespace = {"yes": True, "no": False}.get(args.pid_namespace,
+                                                   node.result("proc_masked") != probe.YES)
+    failures = []
+    for mode in _modes_to_try(decision, node, args):
+        engine_name = decision.engine if mode == decision.mode else decide.choose_engine(
+            mode, node, distributions, args.engine)[0]
+        engine = _engine_for(args, engine_name, entries, downloader) if mode in (
+            decide.USERNS, decide.FUSERMOUNT) else None
+        request = execute.ExecRequest(args.work_dir, args.repos, command, engine, overrides,
+                                      subtrees=args.subtree, export_config_dir=args.config_dir or "/etc/cvmfs")
+        logging.getLogger(prog).info("mode %s, engine %s", mode, engine.name if engine else "none")
+        try:
+            return execute.run(request, mode, pid_namespace)
+        except execute.SetupFailed as exc:
+            failures.append("mode {}: {}".format(mode, exc))
+            sys.stderr.write("{}: mode {} failed: {}\n".format(prog, mode, exc))
+    sys.stderr.write("{}: CVMFS could not be provided (requirement {}); the job did not run\n".format(
+        prog, args.require))
+    return execute.EXIT_SETUP_FAILED
+
+
+def _cleanup(args):
+    for action in cleanup.cleanup(os.path.abspath(args.work_dir or os.getcwd())):
+        print(action)
+    return 0
+
+
+def _request(args, prog):
+    if not args.socket:
+        raise ValueError("no control socket: run this inside 'cvmfs-pilot node exec' (${} is not set)".format(
+            control.ENV_SOCKET))
+    try:
+        print(control.request(args.socket, args.op, args.repository))
+    except RuntimeError as exc:
+        sys.stderr.write("{}: {}\n".format(prog, exc))
+        return 1
+    return 0
+
+
 def main(argv, prog="cvmfs-pilot node"):
     args = _parser(prog).parse_args(argv)
     try:
+        if args.command == "exec":
+            return _exec(args, prog)
+        if args.command == "cleanup":
+            return _cleanup(args)
+        if args.command == "request":
+            return _request(args, prog)
         if args.command == "probe":
             result = _live_probe(args)
             if args.json:
@@ -128,6 +301,9 @@ def main(argv, prog="cvmfs-pilot node"):
         if args.command == "fetch":
             return _fetch(args)
         return _decide(args)
+    except records.PilotBusy as exc:
+        sys.stderr.write("{}: {}\n".format(prog, exc))
+        return 1
     except (ValueError, OSError, dist_fetch.FetchError) as exc:
         sys.stderr.write("{}: {}\n".format(prog, exc))
         return 2
