@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up on a fresh Debian 12 machine (as root) and run the main job: publish a demo repository
 # (the Python standard library of this machine), serve it over HTTP on loopback, check it, read it with the
-# pure-Python client, mount it with our FUSE server and import Python modules from the mount.
+# pure-Python client, mount it with our FUSE server and import Python modules from the mount, then run a job as
+# an unprivileged user with /cvmfs/<repo> mounted for it (node exec) on this host that has no /cvmfs.
 # Everything it creates lives in one temporary directory, removed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,4 +64,13 @@ grep " $work/mnt " /proc/mounts
 /usr/bin/python3 -S -c "import sys; sys.path[:0] = ['$work/mnt']; import json, email.parser, http.client; print('imported', json.__file__)"
 getfattr -n user.revision "$work/mnt" 2>/dev/null | grep revision || true
 $pilot fs umount "$work/mnt"
+echo "== 8. a job with /cvmfs/$fqrn, run by an unprivileged user on this host that has no /cvmfs (node exec)"
+bash scripts/setup-tests.sh >/dev/null  # the unprivileged user cvmfspilot, /dev/fuse usable by users
+chmod 755 "$work"
+mkdir -p "$work/pilot" "$work/pilot-cache"
+chown cvmfspilot: "$work/pilot" "$work/pilot-cache"
+runuser -u cvmfspilot -- "$pilot" node exec --work-dir "$work/pilot" --config-dir "$work/etc" \
+    -o CVMFS_CACHE_BASE="$work/pilot-cache" --repos "$fqrn" -v -- \
+    /usr/bin/python3 -S -c "import os, sys; sys.path[:0] = ['/cvmfs/$fqrn']; import json; print('the job (uid', os.getuid(), 'in a private namespace) imported', json.__file__)"
+test ! -e /cvmfs && echo "the host still has no /cvmfs, and nothing of the pilot is left in $work/pilot: $(ls -A "$work/pilot")"
 echo "== done; removing $work"

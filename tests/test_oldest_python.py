@@ -70,3 +70,20 @@ def test_the_client_reads_a_repository_under_python36(tmp_path):
     get = _run36(["-m", "cvmfs_pilot", "fs", "get", fqrn, "/", "--to", str(out), "--config-dir", str(config)])
     assert get.returncode == 0, get.stderr
     assert (out / "big").read_bytes() == (src / "big").read_bytes()
+
+
+def test_node_exec_runs_a_job_with_cvmfs_under_python36(tmp_path):
+    """The whole node exec path (namespaces, private root, our engine, the job's nested namespace) on 3.6."""
+    fqrn = "py36.example.org"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hello").write_text("hello from node exec on 3.6\n")
+    keys = make_keys(tmp_path / "keys", fqrn)
+    publish_tree(tmp_path / "src", tmp_path / "srv" / fqrn, fqrn, keys)
+    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
+                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    work = tmp_path / "work"
+    result = _run36(["-m", "cvmfs_pilot", "node", "exec", "--work-dir", str(work), "--config-dir", str(config),
+                     "--repos", fqrn, "--mode", "userns", "--", "cat", "/cvmfs/{}/hello".format(fqrn)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from node exec on 3.6\n"
+    assert os.listdir(str(work)) == []

@@ -144,15 +144,21 @@ def _unescape_mountinfo(field):
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
 
 
-def mount_points():
-    """The mount points of this process's mount namespace (from /proc/self/mountinfo)."""
-    points = []
+def mount_table():
+    """``(mount point, file system type)`` of each mount of this process's mount namespace (from
+    /proc/self/mountinfo)."""
+    table = []
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
             fields = line.split(" ")
-            if len(fields) > 4:
-                points.append(_unescape_mountinfo(fields[4]))
-    return points
+            if "-" in fields[4:]:
+                table.append((_unescape_mountinfo(fields[4]), fields[fields.index("-", 4) + 1]))
+    return table
+
+
+def mount_points():
+    """The mount points of this process's mount namespace."""
+    return [point for point, _ in mount_table()]
 
 
 def is_mounted(mountpoint):

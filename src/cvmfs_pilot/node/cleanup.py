@@ -7,7 +7,6 @@ another pilot's mounts and the host's /cvmfs are out of its reach. A live pilot 
 and cleanup refuses to run beside it.
 """
 
-import errno
 import logging
 import os
 import signal
@@ -22,14 +21,7 @@ log = logging.getLogger(__name__)
 def _fuse_mounts_below(directory):
     """FUSE mount points below directory in this mount namespace, deepest first."""
     prefix = directory.rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split(" ")
-            separator = fields.index("-")
-            point = mounting._unescape_mountinfo(fields[4])
-            if point.startswith(prefix) and fields[separator + 1].startswith("fuse"):
-                found.append(point)
+    found = [point for point, kind in mounting.mount_table() if point.startswith(prefix) and kind.startswith("fuse")]
     return sorted(found, key=len, reverse=True)
 
 
@@ -88,33 +80,31 @@ def remove_mount_directories(mount_dir):
 
 
 def _remove_tree(path):
-    """rmtree that does not cross into other file systems (a mount point in the run directory is left)."""
+    """Remove path and what is below, never crossing into another file system (a mount point stays)."""
     device = os.lstat(path).st_dev
-
-    def onerror(function, name, info):
-        log.warning("cannot remove %s: %s", name, info[1])
-
     for dirpath, dirnames, filenames in os.walk(path, topdown=False):
         for name in filenames:
-            try:
-                os.unlink(os.path.join(dirpath, name))
-            except OSError as exc:
-                onerror(os.unlink, os.path.join(dirpath, name), (None, exc))
+            _remove(os.unlink, os.path.join(dirpath, name))
         for name in dirnames:
             full = os.path.join(dirpath, name)
             try:
                 info = os.lstat(full)
-                if stat.S_ISLNK(info.st_mode):
-                    os.unlink(full)
-                elif info.st_dev == device:
-                    os.rmdir(full)
-            except OSError as exc:
-                onerror(os.rmdir, full, (None, exc))
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                _remove(os.unlink, full)
+            elif info.st_dev == device:
+                _remove(os.rmdir, full)
+    _remove(os.rmdir, path)
+
+
+def _remove(function, path):
     try:
-        os.rmdir(path)
+        function(path)
+    except FileNotFoundError:
+        pass
     except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            onerror(os.rmdir, path, (None, exc))
+        log.warning("cannot remove %s: %s", path, exc.strerror)
 
 
 def remove_run_directory(run_dir):

@@ -17,6 +17,7 @@ import collections
 import errno
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,15 +42,8 @@ def self_command():
     return [sys.executable, "-I", "-c", _BOOT, PACKAGE_ROOT]
 
 
-def quote_value(value):
-    text = str(value)
-    if text and all(c.isalnum() or c in "@%+=:,./_-" for c in text):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
 def _assignments(settings):
-    return "".join("{}={}\n".format(key, quote_value(value)) for key, value in settings)
+    return "".join("{}={}\n".format(key, shlex.quote(str(value))) for key, value in settings)
 
 
 class PythonEngine(object):
@@ -107,7 +101,6 @@ def _open_files_limit():
 
 def _die_with_parent():
     namespaces.die_with_parent()
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def start_server(engine, fqrn, mountpoint, config_file, log_path, timeout=MOUNT_TIMEOUT):

@@ -27,6 +27,8 @@ import shutil
 import signal
 import sys
 
+from cvmfs_pilot.client.export import export
+from cvmfs_pilot.client.session import open_repository
 from cvmfs_pilot.node import cleanup, control, decide, engines, mounter, namespaces, records
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ def _reset_signals():
     signal.set_wakeup_fd(-1)
 
 
-def forward_until_exit(child, note=None):
+def forward_until_exit(child):
     """In a plain intermediate process: forward signals to child until it ends; its wait status."""
     signals = _Signals()
     try:
@@ -126,7 +128,7 @@ def forward_until_exit(child, note=None):
                 return 1 << 8
             if pid == child:
                 return status
-            select.select([signals.readable], [], [], None if note is None else note)
+            select.select([signals.readable], [], [])
     finally:
         signals.close()
 
@@ -279,8 +281,6 @@ def run_plain(request, extra_environ=None):
 
 
 def run_export(request):
-    from cvmfs_pilot.client.export import export
-    from cvmfs_pilot.client.session import open_repository
     opened = {}
     try:
         for subtree in request.subtrees:

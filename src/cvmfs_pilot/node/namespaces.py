@@ -12,6 +12,7 @@ import errno
 import os
 import platform
 import signal
+import stat
 
 from cvmfs_pilot.fuse.mount import (CLONE_NEWNS, CLONE_NEWUSER, MNT_DETACH, MS_NODEV, MS_NOSUID, MS_PRIVATE,
                                     MS_RDONLY, MS_REC, MountError, check_result, libc)
@@ -113,14 +114,14 @@ def _bind_entry(name, new_root, host_root="/"):
     target = os.path.join(new_root, name)
     try:
         info = os.lstat(source)
-        if os.path.islink(source):
+        if stat.S_ISLNK(info.st_mode):
             os.symlink(os.readlink(source), target)
             return True
-        if os.path.isdir(source):
+        if stat.S_ISDIR(info.st_mode):
             os.mkdir(target)
             mount(source, target, None, MS_BIND | MS_REC)
             return True
-        if os.path.isfile(source) and info.st_size >= 0:
+        if stat.S_ISREG(info.st_mode):
             with open(target, "w"):
                 pass
             mount(source, target, None, MS_BIND)
