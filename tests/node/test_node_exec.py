@@ -173,6 +173,14 @@ def test_eight_pilots_at_once_share_one_cache(exec_env):
         assert not os.path.exists(exec_env.scratch / "work-{}".format(number) / ".cvmfs-pilot")
 
 
+def test_export_mode_copies_the_declared_subtrees(exec_env):
+    script = 'cd "$CVMFS_MOUNT_DIR/{}" && find . -type f | sort && cat hello.txt'.format(ONE)
+    result = exec_env.run(exec_env.exec_command(["sh", "-c", script], [ONE], "--mode", "export", "--subtree",
+                                                ONE + "/data", "--subtree", ONE + "/hello.txt"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["./data/big.bin", "./hello.txt", "hello from one"]
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 def test_a_repository_that_cannot_be_mounted_fails_clearly_and_leaves_nothing(exec_env):

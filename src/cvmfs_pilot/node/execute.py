@@ -25,6 +25,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import sys
 
 from cvmfs_pilot.client.export import export
@@ -288,8 +289,11 @@ def run_export(request):
             mounter.check_repository_name(fqrn)
             if fqrn not in opened:
                 opened[fqrn] = open_repository(fqrn, request.export_config_dir, request.overrides)
-            destination = os.path.join(request.mount_dir, fqrn, os.path.dirname(path.strip("/")))
-            export(opened[fqrn], "/" + path.strip("/"), destination)
+            path = "/" + path.strip("/")
+            is_directory = stat.S_ISDIR(opened[fqrn].stat(path).st_mode)
+            destination = os.path.join(request.mount_dir, fqrn, (path if is_directory else
+                                                                 os.path.dirname(path)).lstrip("/"))
+            export(opened[fqrn], path, destination)
     except (OSError, ValueError) as exc:
         raise SetupFailed("cannot export {}: {}".format(", ".join(request.subtrees), exc))
     finally:
