@@ -7,8 +7,7 @@ import logging
 import os
 import sys
 
-from cvmfs_pilot.node import (cleanup, control, decide, dist_fetch, engines, execute, osinfo, probe, records,
-                              staging_index)
+from cvmfs_pilot.node import cleanup, control, decide, dist_fetch, execute, osinfo, probe, provide, records
 
 RECORD_NAME = "cvmfs-pilot-decision.json"  # written in --work-dir by 'decide'
 
@@ -171,47 +170,6 @@ def _overrides(values):
     return overrides
 
 
-def _this_node(work_dir):
-    try:
-        with open("/etc/os-release") as handle:
-            node_os = probe.check_os(handle.read())
-    except OSError:
-        node_os = probe.check_os("")
-    return osinfo.build_platforms(node_os.details.get("platform")), probe.check_arch(os.uname().machine).result
-
-
-def _engine_for(args, engine_name, entries, downloader):
-    """The engine object for the decided engine name."""
-    if args.dist:
-        root = os.path.abspath(args.dist)
-        dist = dist_fetch.read_dist_json(root)
-        if dist.get("engine") == engines.CVMFS2:
-            return engines.Cvmfs2Engine(root, dist)
-        return engines.PythonEngine(args.config_dir or os.path.join(root, dist.get("config_dir") or "etc/cvmfs"))
-    if entries and engine_name in (engines.CVMFS2, engines.PYTHON):
-        platforms, arch = _this_node(args.work_dir)
-        entry = staging_index.choose(entries, engine_name, args.source, platforms, arch)
-        path, dist, _ = dist_fetch.install(downloader, entry, os.path.abspath(args.cache or
-                                                                             dist_fetch.default_cache()))
-        if engine_name == engines.CVMFS2:
-            return engines.Cvmfs2Engine(path, dist)
-        return engines.PythonEngine(args.config_dir or os.path.join(path, dist.get("config_dir") or "etc/cvmfs"))
-    return engines.PythonEngine(args.config_dir or "/etc/cvmfs")
-
-
-def _modes_to_try(decision, node, args):
-    """The decided mode, then (unless forced) the next ones the requirement allows and the probe says work."""
-    if args.mode:
-        return [decision.mode]
-    level = decide.requirement_level(args.require)
-    candidates = decide.CANDIDATES[level]
-    after = candidates[candidates.index(decision.mode) + 1:] if decision.mode in candidates else ()
-    modes = [decision.mode] + [m for m in after if decide.availability(m, node, args.subtree)[0]]
-    if level != decide.REQUIRED and decide.NONE not in modes:
-        modes.append(decide.NONE)
-    return modes
-
-
 def _exec(args, prog):
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
     if not command:
@@ -219,49 +177,21 @@ def _exec(args, prog):
                          "/cvmfs/atlas.cern.ch".format(prog))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="{}: %(message)s".format(prog))
-    overrides = _overrides(args.overrides)
-    args.work_dir = os.path.abspath(args.work_dir or os.getcwd())
-    os.makedirs(args.work_dir, exist_ok=True)
-    if args.dist and args.staging:
-        raise ValueError("give either --dist or --staging, not both")
-    entries, downloader = [], None
-    if args.staging:
-        if not args.index_sha256:
-            raise ValueError("--staging needs --index-sha256")
-        downloader = dist_fetch.Downloader(args.staging)
-        cache = os.path.abspath(args.cache or dist_fetch.default_cache())
-        entries = staging_index.parse_index(dist_fetch.fetch_index(downloader, args.index_sha256, cache))
-    distributions = [dict(e._asdict()) for e in entries]
-    if args.dist:
-        distributions = [dict(dist_fetch.read_dist_json(args.dist), name=os.path.basename(args.dist))]
-    node = probe.probe(args.work_dir, args.repos or None)
-    decision = decide.decide(node, args.require, distributions, args.mode, args.engine, args.subtree)
-    for reason in decision.reasons:
+    if args.staging and not args.index_sha256:
+        raise ValueError("--staging needs --index-sha256")
+    work_dir = os.path.abspath(args.work_dir or os.getcwd())
+    os.makedirs(work_dir, exist_ok=True)
+    options = provide.ProvideOptions(work_dir, args.repos, args.require, args.mode, args.engine, args.config_dir,
+                                     _overrides(args.overrides), args.staging, args.index_sha256, args.source,
+                                     args.dist, args.cache, args.subtree, args.pid_namespace)
+    provider = provide.Provider(options)
+    for reason in provider.decision.reasons:
         logging.getLogger(prog).info("%s", reason)
-    if decision.failed:
-        sys.stderr.write("{}: CVMFS cannot be provided here:\n  {}\n".format(prog, "\n  ".join(decision.reasons)))
+    try:
+        return provider.run(command)
+    except provide.NotProvided as exc:
+        sys.stderr.write("{}: {}; the job did not run\n".format(prog, exc))
         return execute.EXIT_SETUP_FAILED
-    if not args.repos and decision.mode in (decide.USERNS, decide.FUSERMOUNT):
-        raise ValueError("name the repositories to mount with --repos")
-    pid_namespace = {"yes": True, "no": False}.get(args.pid_namespace,
-                                                   node.result("proc_masked") != probe.YES)
-    failures = []
-    for mode in _modes_to_try(decision, node, args):
-        engine_name = decision.engine if mode == decision.mode else decide.choose_engine(
-            mode, node, distributions, args.engine)[0]
-        engine = _engine_for(args, engine_name, entries, downloader) if mode in (
-            decide.USERNS, decide.FUSERMOUNT) else None
-        request = execute.ExecRequest(args.work_dir, args.repos, command, engine, overrides,
-                                      subtrees=args.subtree, export_config_dir=args.config_dir or "/etc/cvmfs")
-        logging.getLogger(prog).info("mode %s, engine %s", mode, engine.name if engine else "none")
-        try:
-            return execute.run(request, mode, pid_namespace)
-        except execute.SetupFailed as exc:
-            failures.append("mode {}: {}".format(mode, exc))
-            sys.stderr.write("{}: mode {} failed: {}\n".format(prog, mode, exc))
-    sys.stderr.write("{}: CVMFS could not be provided (requirement {}); the job did not run\n".format(
-        prog, args.require))
-    return execute.EXIT_SETUP_FAILED
 
 
 def _cleanup(args):
