@@ -43,3 +43,6 @@ if [ ! -e "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# Byte-compile the package once, as root: the processes a pilot starts as an ordinary user (the node tier's
+# servers, probes, the job's helpers) cannot write __pycache__ here and would otherwise compile every import.
+.venv/bin/python -m compileall -q src/cvmfs_pilot >/dev/null

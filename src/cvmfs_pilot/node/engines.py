@@ -17,6 +17,7 @@ import collections
 import errno
 import os
 import resource
+import select
 import shlex
 import signal
 import subprocess
@@ -103,9 +104,9 @@ def _die_with_parent():
     namespaces.die_with_parent()
 
 
-def start_server(engine, fqrn, mountpoint, config_file, log_path, timeout=MOUNT_TIMEOUT):
-    """Run engine's server for fqrn at mountpoint, as a child that dies with this process; return the
-    MountedRepository once the mount answers. MountError with the server's last words otherwise."""
+def launch_server(engine, fqrn, mountpoint, config_file, log_path):
+    """Start engine's server for fqrn at mountpoint, as a child that dies with this process; the
+    MountedRepository (not mounted yet: see wait_until_mounted)."""
     argv, env = engine.mount_command(fqrn, mountpoint, config_file)
     with open(log_path, "ab") as log:
         try:
@@ -114,22 +115,37 @@ def start_server(engine, fqrn, mountpoint, config_file, log_path, timeout=MOUNT_
         except OSError as exc:
             raise mounting.MountError(exc.errno, "cannot run the {} engine ({}): {}".format(
                 engine.name, argv[0], exc.strerror))
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while not mounting.is_mounted(mountpoint):
-        if process.poll() is not None:
-            raise mounting.MountError(errno.EIO, "the {} engine could not mount {} (exit status {}): {}; its log "
-                                                 "is {}".format(engine.name, fqrn, process.returncode,
-                                                                _last_words(log_path), log_path))
-        if time.monotonic() > deadline:
-            stop_server(process)
-            raise mounting.MountError(errno.ETIMEDOUT, "the {} engine did not mount {} within {:.0f} s: {}; its "
-                                                       "log is {}".format(engine.name, fqrn, timeout,
-                                                                          _last_words(log_path), log_path))
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    os.stat(mountpoint)  # returns once the server has answered FUSE_INIT
     return MountedRepository(fqrn, mountpoint, process, log_path)
+
+
+def wait_until_mounted(engine, mounted, timeout=MOUNT_TIMEOUT):
+    """Wait until mounted's mount point is in the mount table and answers; MountError with the server's last
+    words if the server ends first or the timeout passes. The kernel flags /proc/self/mountinfo (POLLPRI) on
+    every change of the mount table, so a mount is seen as soon as it happens."""
+    deadline = time.monotonic() + timeout
+    with open("/proc/self/mountinfo", "rb") as table:
+        poller = select.poll()
+        poller.register(table, select.POLLPRI | select.POLLERR)
+        while True:
+            table.seek(0)
+            table.read()  # consumes the change notification
+            if mounting.is_mounted(mounted.mountpoint):
+                break
+            if mounted.process.poll() is not None:
+                raise mounting.MountError(errno.EIO, "the {} engine could not mount {} (exit status {}): {}; its "
+                                                     "log is {}".format(engine.name, mounted.fqrn,
+                                                                        mounted.process.returncode,
+                                                                        _last_words(mounted.log_path),
+                                                                        mounted.log_path))
+            if time.monotonic() > deadline:
+                stop_server(mounted.process)
+                raise mounting.MountError(errno.ETIMEDOUT, "the {} engine did not mount {} within {:.0f} s: {}; "
+                                                           "its log is {}".format(engine.name, mounted.fqrn, timeout,
+                                                                                  _last_words(mounted.log_path),
+                                                                                  mounted.log_path))
+            poller.poll(100)  # wakes on a mount table change; the timeout notices a server that ended
+    os.stat(mounted.mountpoint)  # returns once the server has answered FUSE_INIT
+    return mounted
 
 
 def _last_words(log_path, limit=600):

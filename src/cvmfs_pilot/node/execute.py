@@ -313,8 +313,7 @@ def _job_environ(request, scripts, socket_path, mount_dir=None):
 
 def _mount_all(mounts, repositories):
     try:
-        for fqrn in mounts.with_config_repository(repositories):
-            mounts.mount(fqrn)
+        mounts.mount_all(mounts.with_config_repository(repositories))
     except (OSError, ValueError) as exc:
         errors = mounts.unmount_all()
         raise SetupFailed(str(exc) + "".join("; then: " + e for e in errors))

@@ -43,11 +43,36 @@ class Mounter(object):
 
     def mount(self, fqrn):
         """Mount fqrn (and the config repository before it); nothing if it is mounted already."""
-        check_repository_name(fqrn)
-        if self.config_repository and fqrn != self.config_repository and self.config_repository not in self.mounted:
-            self.mount(self.config_repository)
-        if fqrn in self.mounted:
-            return self.mounted[fqrn]
+        return self.mount_all([fqrn])[-1]
+
+    def mount_all(self, repositories):
+        """Mount the config repository first (if it is not yet), then the other repositories at once (their
+        servers start together); the MountedRepository of each, in order. On a failure, those of this call that
+        did mount stay mounted (unmount_all undoes them)."""
+        names = [check_repository_name(r) for r in repositories]
+        if self.config_repository and self.config_repository not in self.mounted and any(
+                name != self.config_repository for name in names):
+            self.mount_all([self.config_repository])
+        launched = []
+        try:
+            for fqrn in collections.OrderedDict.fromkeys(names):
+                if fqrn not in self.mounted:
+                    launched.append(self._launch(fqrn))
+            for mounted in launched:
+                engines.wait_until_mounted(self.engine, mounted)
+                self.mounted[mounted.fqrn] = mounted
+                log.info("mounted %s on %s (%s engine, server pid %d)", mounted.fqrn, mounted.mountpoint,
+                         self.engine.name, mounted.process.pid)
+        except BaseException:
+            for mounted in launched:
+                if mounted.fqrn not in self.mounted:
+                    engines.stop_server(mounted.process, grace=1.0)
+            raise
+        finally:
+            self._on_change()
+        return [self.mounted[name] for name in names]
+
+    def _launch(self, fqrn):
         mountpoint = self._make_directory(fqrn)
         for sub in ("config", "log"):
             os.makedirs(os.path.join(self.run_dir, sub), mode=0o700, exist_ok=True)
@@ -55,12 +80,7 @@ class Mounter(object):
         log_path = os.path.join(self.run_dir, "log", fqrn + ".log")
         text = self.engine.config_text(fqrn, self.mount_dir, self.overrides, log_path)
         relocate.write_relocated_config(config_file, text)
-        mounted = engines.start_server(self.engine, fqrn, mountpoint, config_file, log_path)
-        self.mounted[fqrn] = mounted
-        log.info("mounted %s on %s (%s engine, server pid %d)", fqrn, mountpoint, self.engine.name,
-                 mounted.process.pid)
-        self._on_change()
-        return mounted
+        return engines.launch_server(self.engine, fqrn, mountpoint, config_file, log_path)
 
     def unmount(self, fqrn):
         """Unmount fqrn (lazily if busy) and wait for its server; the config repository only when it is the

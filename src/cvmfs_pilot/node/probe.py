@@ -355,13 +355,17 @@ def probe(work_dir, repos=None, proxy=None, timeout=10.0, cvmfs_root="/cvmfs"):
     ``cvmfs_root`` lists); ``proxy``: a CVMFS_HTTP_PROXY value (default from the environment)."""
     checks = [check_os(_read("/etc/os-release") or _read("/usr/lib/os-release")), check_arch(platform.machine()),
               check_kernel(platform.release())]
-    userns = check_user_namespaces(os.path.exists("/proc/self/ns/user"), read_userns_sysctls(),
-                                   trial.run(trial.USER_NAMESPACE, timeout=timeout))
+    kernel_supports = os.path.exists("/proc/self/ns/user")
     dev_fuse = check_dev_fuse()
+    # One trial answers both questions where it succeeds: the FUSE trial enters a user namespace first.
+    fuse_outcome = trial.run_fuse_in_user_namespace(timeout) if kernel_supports and dev_fuse.result == YES else None
+    if fuse_outcome is not None and fuse_outcome.get("ok"):
+        userns_outcome = {"ok": True, "by": "the FUSE trial, which enters a user namespace first"}
+    else:
+        userns_outcome = trial.run(trial.USER_NAMESPACE, timeout=timeout)
+    userns = check_user_namespaces(kernel_supports, read_userns_sysctls(), userns_outcome)
     usable = userns.result == YES and dev_fuse.result == YES
-    checks += [userns, dev_fuse,
-               check_fuse_in_user_namespace(userns, dev_fuse,
-                                            trial.run_fuse_in_user_namespace(timeout) if usable else None),
+    checks += [userns, dev_fuse, check_fuse_in_user_namespace(userns, dev_fuse, fuse_outcome if usable else None),
                check_fusermount(mount.find_fusermount()),
                check_fuse_group(_group("fuse"), set(os.getgroups()) | {os.getegid()}),
                check_cvmfs(cvmfs_root, os.path.isdir(cvmfs_root), answers_under(cvmfs_root, repos, timeout)),
