@@ -8,7 +8,8 @@ import pytest
 from support.nginx import nginx_serving
 from support.squid import squid_proxy
 
-pytest_plugins = ["support.unprivileged"]  # the `unprivileged` fixture
+# fixtures: `unprivileged`; `exec_published`, `exec_env`; `contract_staging`
+pytest_plugins = ["support.unprivileged", "support.exec_env", "support.contract_dist"]
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -20,9 +20,12 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from cvmfs_pilot.dist.resolve import package_target, wanted
 from cvmfs_pilot.dist.upstream import CVMFS2, PYTHON, PYTHON_TARGET, DistKey, Target, Upstream
@@ -260,3 +263,23 @@ def make_world_readable(path):
     for directory, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             fix(os.path.join(directory, name))
+
+
+@pytest.fixture(scope="session")
+def contract_staging():
+    """A staging area (support.contract_dist.ContractStaging) built once per session by the real builder, whose
+    cvmfs2 el9-x86_64 distribution runs our engine behind cvmfs2's command line.
+
+    It lies below a fresh 0755 directory in /tmp (pytest's tmp_path_factory sits below a root-only directory
+    when the tests run as root) and is world-readable, so the unprivileged test user can fetch it (by file://
+    or through nginx) and unpack it. Removed at the end of the session.
+    """
+    base = Path(tempfile.mkdtemp(prefix="cvmfs-pilot-contract-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        staging = build_contract_staging(base / "srv", base / "work")
+        make_world_readable(base)
+        yield staging
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+

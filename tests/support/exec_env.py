@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from support.fuse_env import leftovers, leftovers_removed, wait_for
 from support.repo import make_keys, publish_tree
 
@@ -128,3 +130,22 @@ def wait_for_file(path, timeout=60):
 
 def kill9(pid):
     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def exec_published(tmp_path_factory):
+    """Keys of the three repositories, and one and two published."""
+    return publish_content_repositories(tmp_path_factory.mktemp("exec-published"))
+
+
+@pytest.fixture
+def exec_env(exec_published, unprivileged, nginx, tmp_path):
+    """An ExecEnv: the three repositories served by nginx, a configuration and a work directory for the user.
+    Whatever a test leaves running or mounted fails it."""
+    storage = tmp_path / "srv"
+    shutil.copytree(exec_published / "srv", storage)
+    base_url = nginx(storage)
+    publish_config_repository(exec_published, tmp_path / "src-config", storage, base_url)
+    env = ExecEnv(unprivileged, unprivileged.scratch(tmp_path), exec_published, base_url)
+    yield env
+    env.assert_clean()
