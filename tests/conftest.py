@@ -8,8 +8,8 @@ import pytest
 from support.nginx import nginx_serving
 from support.squid import squid_proxy
 
-# fixtures: `unprivileged`; `exec_published`, `exec_env`; `contract_staging`
-pytest_plugins = ["support.unprivileged", "support.exec_env", "support.contract_dist"]
+# fixtures: `unprivileged`; `exec_published`, `exec_env`; `contract_staging`; `slurm`
+pytest_plugins = ["support.unprivileged", "support.exec_env", "support.contract_dist", "support.slurm"]
 
 PROJECT = Path(__file__).resolve().parent.parent
 
