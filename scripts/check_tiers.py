@@ -7,8 +7,9 @@ The node tier (packages cvmfs, client, fuse, node, glidein; modules cli, __main_
   Every import statement counts, wherever it is, and so do ``importlib.import_module``/``__import__`` calls
   with a literal name. A computed name cannot be checked and is refused, except in the dispatcher cli.py, whose
   tables NODE_COMMAND_MODULES and SERVER_COMMAND_MODULES are checked instead: literal dicts mapping a command
-  group to a module name (or to a tuple starting with one). A node-table name counts as an import of cli.py; a
-  server-table name must be a server-tier module -- the one way the node tier reaches the server tier;
+  group to a module name (or to a tuple starting with one; "module:function" names a function other than
+  main). A node-table name counts as an import of cli.py; a server-table name must be a server-tier module --
+  the one way the node tier reaches the server tier;
 * follow the data flow cvmfs -> client -> fuse -> node -> glidein: a layer imports only itself and the layers
   before it. cli and __main__ may import any node-tier module. The package root may import nothing of
   cvmfs_pilot, because every module of the package imports the root implicitly;
@@ -197,7 +198,9 @@ def dispatch_entries(tree):
         for key, value in zip(node.value.keys, node.value.values):
             name = value.elts[0] if isinstance(value, (ast.Tuple, ast.List)) and value.elts else value
             entry = table if key is None else f"{table}[{ast.unparse(key)}]"
-            yield table, value.lineno, entry, name.value if is_string(name) and key is not None else None
+            # "module:function" names a function of the module other than main
+            module = name.value.partition(":")[0] if is_string(name) and key is not None else None
+            yield table, value.lineno, entry, module
 
 
 def dispatch_violations(source, tree):

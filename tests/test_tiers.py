@@ -20,7 +20,7 @@ CLEAN_TREE = {
         from . import __version__
         NODE_COMMAND_MODULES = {"mount": ("cvmfs_pilot.node.mount", "mount repositories")}
         SERVER_COMMAND_MODULES = {"repo": ("cvmfs_pilot.publish.cli", "publish repositories"),
-                                  "dist": "cvmfs_pilot.dist.cli"}
+                                  "dist": "cvmfs_pilot.dist.cli", "submit": "cvmfs_pilot.dist.cli:submit_main"}
         def load(module):
             return importlib.import_module(module)
         """,
@@ -80,6 +80,8 @@ def test_clean_synthetic_tree_passes(tmp_path):
     ("cli.py", "SERVER_COMMAND_MODULES = {'repo': ('requests', 'HTTP')}\n",
      "cli.py:1: SERVER_COMMAND_MODULES['repo']: 'requests' is not a module of cvmfs_pilot.publish"),
     ("cli.py", "SERVER_COMMAND_MODULES = {'repo': 'cvmfs_pilot.client.fetch'}\n",
+     "cli.py:1: SERVER_COMMAND_MODULES['repo']: 'cvmfs_pilot.client.fetch' is not a module of cvmfs_pilot.publish"),
+    ("cli.py", "SERVER_COMMAND_MODULES = {'repo': 'cvmfs_pilot.client.fetch:run'}\n",
      "cli.py:1: SERVER_COMMAND_MODULES['repo']: 'cvmfs_pilot.client.fetch' is not a module of cvmfs_pilot.publish"),
     ("cli.py", "NAME = 'cvmfs_pilot.publish.cli'\nSERVER_COMMAND_MODULES = {'repo': NAME}\n",
      "cli.py:2: SERVER_COMMAND_MODULES['repo']: must be a literal dict mapping each command group to a module name"),

@@ -9,15 +9,24 @@ import sys
 
 from . import __version__
 
-# group name -> (module with a ``main(argv, prog)`` function, one-line description)
+# group name -> (module with a ``main(argv, prog)`` function, or "module:function" naming another such function,
+#                one-line description)
 NODE_COMMAND_MODULES = {
     "fs": ("cvmfs_pilot.fuse.cli", "mount repositories, or read them without mounting (mount, umount, info, ls, "
                                    "stat, cat, get)"),
-    "node": ("cvmfs_pilot.node.cli", "probe this worker node and decide how to provide /cvmfs (probe, decide, fetch)"),
+    "node": ("cvmfs_pilot.node.cli", "probe this worker node, provide /cvmfs to a command, clean up (probe, decide, "
+                                     "fetch, exec, cleanup)"),
+    "glidein": ("cvmfs_pilot.glidein.cli", "the pilot runtime that glidein_startup.sh starts (run)"),
 }
 SERVER_COMMAND_MODULES = {
     "repo": ("cvmfs_pilot.publish.cli", "publish, sign, check and serve CernVM-FS repositories"),
     "dist": ("cvmfs_pilot.dist.cli", "build, update and list client distributions in a staging area"),
+    "factory": ("cvmfs_pilot.factory.cli:factory_main", "stage the factory's files for pilots (stage)"),
+    "submit": ("cvmfs_pilot.factory.cli:submit_main", "submit pilots to a factory entry (local, Slurm, HTCondor)"),
+    "status": ("cvmfs_pilot.factory.cli:status_main", "show the factory's pilots and their reports"),
+    "remove": ("cvmfs_pilot.factory.cli:remove_main", "remove pilots from their batch systems"),
+    "demo": ("cvmfs_pilot.factory.demo", "the whole system on this machine: repositories, distribution, factory, "
+                                         "local pilots whose jobs read /cvmfs"),
 }
 SERVER_PYTHON = (3, 10)
 
@@ -52,10 +61,12 @@ def main(argv=None):
         return 0
     name = argv[0]
     if name in NODE_COMMAND_MODULES:
-        module = importlib.import_module(NODE_COMMAND_MODULES[name][0])
+        target = NODE_COMMAND_MODULES[name][0]
+        module = importlib.import_module(target.partition(":")[0])
     elif name in SERVER_COMMAND_MODULES:
-        module = _load_server_group(name, SERVER_COMMAND_MODULES[name][0])
+        target = SERVER_COMMAND_MODULES[name][0]
+        module = _load_server_group(name, target.partition(":")[0])
     else:
         sys.stderr.write("cvmfs-pilot: unknown command group {!r}\n\n{}\n".format(name, usage()))
         return 2
-    return module.main(argv[1:], "cvmfs-pilot " + name)
+    return getattr(module, target.partition(":")[2] or "main")(argv[1:], "cvmfs-pilot " + name)

@@ -82,8 +82,31 @@ def _fsync_directory(path):
         os.close(fd)
 
 
+def write_atomically(target, data, mode=0o644):
+    """Write bytes to the path target through a temporary file beside it (flushed to disk) and a rename; a
+    reader sees the old file or the new one, never a part. Creates missing parent directories."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=WORK_PREFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(target.parent)
+
+
 class Staging:
     """A staging directory. Reading needs nothing; changing it needs :meth:`locked`."""
+
+    BUSY = "another 'dist build' or 'dist update' is running on {}; wait for it to finish"
+    SCRATCH_DIRECTORIES = (".", INDEX_HISTORY)  # where a killed writer may have left WORK_PREFIX files
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -146,11 +169,10 @@ class Staging:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise StagingError("another 'dist build' or 'dist update' is running on {}; wait for it to "
-                                       "finish".format(self.directory)) from None
+                    raise StagingError(self.BUSY.format(self.directory)) from None
                 raise
-            for stale in [*self.directory.glob(WORK_PREFIX + "*"),
-                          *self.path(INDEX_HISTORY).glob(WORK_PREFIX + "*")]:
+            for stale in [path for scratch in self.SCRATCH_DIRECTORIES
+                          for path in self.path(scratch).glob(WORK_PREFIX + "*")]:
                 if stale.is_dir() and not stale.is_symlink():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
@@ -163,21 +185,7 @@ class Staging:
 
     def write_atomically(self, name, data):
         """Write bytes to the file name (relative to the staging area) through a temporary file and rename."""
-        target = self.path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=WORK_PREFIX, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(target.parent)
+        write_atomically(self.path(name), data)
 
     def add_distribution(self, name, tarball, description):
         """Move a packed tarball into place as <name>.tar.gz and write <name>.json beside it."""
@@ -192,7 +200,11 @@ class Staging:
             actual, stated = self.index_sha256()
             if actual == stated:
                 return actual
-        data = index_bytes(entries, utc_iso(now))
+        return self.write_index(index_bytes(entries, utc_iso(now)))
+
+    def write_index(self, data):
+        """Publish index bytes, after the files they name: ``indexes/<sha256>.json``, ``index.json``, then
+        ``index.json.sha256``. Returns the SHA-256."""
         digest = hashlib.sha256(data).hexdigest()
         self.write_atomically("{}/{}.json".format(INDEX_HISTORY, digest), data)
         self.write_atomically(INDEX, data)
