@@ -133,6 +133,19 @@ class RecordingFetcher(Fetcher):
         return super().download(url, *args, **kwargs)
 
 
+def test_platforms_none_builds_only_the_python_engine_without_any_download(tmp_path):
+    """Source none has no configuration package: its python distribution needs nothing from upstream (the
+    shipped definitions' URLs are not reachable from the tests, so any download would fail)."""
+    staging = tmp_path / "staging"
+    result = subprocess.run([str(CLI), "dist", "build", "--staging", str(staging), "--sources", "none",
+                             "--platforms", "none"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout
+    index = json.loads((staging / "index.json").read_text())
+    assert [(d["engine"], d["source"]) for d in index["distributions"]] == [("python", "none")]
+    assert "downloaded 0.0 MB" in result.stdout
+
+
 def test_update_without_upstream_changes_is_quick_and_writes_nothing(mirror, tmp_path, fetcher):
     staging = tmp_path / "staging"
     first = build_staging(staging, request(mirror), fetcher=fetcher)

@@ -54,7 +54,8 @@ def build_parser(prog):
                        help="comma-separated sources: osg, egi, default, none (default: all defined)")
     build.add_argument("--platforms", type=_list, metavar="LIST",
                        help="comma-separated platform-architecture pairs such as el9-x86_64,el8-aarch64 "
-                            "(default: all defined)")
+                            "(default: all defined); 'none' builds only the python engine, which needs no "
+                            "download when the source brings no configuration package")
     build.add_argument("--upstream", metavar="FILE",
                        help="upstream definitions replacing the shipped {}".format(SHIPPED.name))
     build.add_argument("--cvmfs-version", type=_version, metavar="X.Y.Z",
@@ -70,8 +71,11 @@ def build_parser(prog):
 
 def _request(args):
     upstream = Upstream.load(args.upstream)
-    targets = args.platforms or [str(Target(platform.name, arch)) for platform in upstream.platforms.values()
-                                 for arch in platform.arches]
+    if args.platforms == ["none"]:
+        targets = []
+    else:
+        targets = args.platforms or [str(Target(platform.name, arch)) for platform in upstream.platforms.values()
+                                     for arch in platform.arches]
     return Request(sources=tuple(args.sources or upstream.sources), targets=tuple(targets),
                    upstream=os.path.abspath(args.upstream) if args.upstream else None,
                    cvmfs_version=args.cvmfs_version, grace_hours=args.grace_hours)

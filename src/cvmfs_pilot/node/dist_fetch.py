@@ -179,35 +179,38 @@ def _remove(path):
         pass
 
 
-def _download_tarball(downloader, entry, directory):
-    """Stream <name>.tar.gz into a temporary file of directory, hashing it; its path once size and SHA-256 are
-    those of the entry."""
+def download_verified(downloader, relative, sha256, size, directory, suffix=""):
+    """Stream the file at relative (below the mirrors) into a temporary file of directory, hashing it; its path
+    once its size and SHA-256 are the ones given. FetchError after every mirror failed or was refused."""
     def receive(url, response):
-        fd, path = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".tar.gz")
+        fd, path = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=suffix)
         try:
             digest = hashlib.sha256()
-            size = 0
+            received = 0
             with os.fdopen(fd, "wb") as out:
                 while True:
                     block = response.read(CHUNK)
                     if not block:
                         break
-                    size += len(block)
-                    if size > entry.size:
-                        raise _Refused("larger than the {} bytes the index gives".format(entry.size))
+                    received += len(block)
+                    if received > size:
+                        raise _Refused("larger than the {} bytes the index gives".format(size))
                     digest.update(block)
                     out.write(block)
-            if size != entry.size:
-                raise _Refused("{} bytes, not the {} the index gives (truncated?)".format(size, entry.size))
-            if digest.hexdigest() != entry.sha256:
-                raise _Refused("SHA-256 {} is not the {} the index gives: refused".format(
-                    digest.hexdigest(), entry.sha256))
+            if received != size:
+                raise _Refused("{} bytes, not the {} the index gives (truncated?)".format(received, size))
+            if digest.hexdigest() != sha256:
+                raise _Refused("SHA-256 {} is not the {} the index gives: refused".format(digest.hexdigest(), sha256))
             return path
         except BaseException:
             _remove(path)
             raise
 
-    return downloader.get(entry.name + ".tar.gz", receive)
+    return downloader.get(relative, receive)
+
+
+def _download_tarball(downloader, entry, directory):
+    return download_verified(downloader, entry.name + ".tar.gz", entry.sha256, entry.size, directory, ".tar.gz")
 
 
 def read_dist_json(root):
