@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up on a fresh Debian 12 machine (as root) and run the main job: publish a demo repository
+# A tour of the individual commands (the main job is scripts/demo.sh): set everything up on a fresh Debian 12
+# machine (as root), then publish a demo repository
 # (the Python standard library of this machine), serve it over HTTP on loopback, check it, read it with the
 # pure-Python client, mount it with our FUSE server and import Python modules from the mount, then run a job as
 # an unprivileged user with /cvmfs/<repo> mounted for it (node exec) on this host that has no /cvmfs.
