@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -227,6 +228,25 @@ def test_a_bearer_token_reaches_the_job_and_is_never_shown(pilot_env):
     shown = result.stdout + result.stderr + json.dumps(report)
     assert secret not in shown and secret.split(".")[1] not in shown
     assert os.listdir(pilot_env.pilots) == []
+
+
+def test_an_x509_proxy_reaches_the_job(pilot_env, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=pilot proxy"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    proxy = pilot_env.exec_env.scratch / "x509up"
+    proxy.write_bytes(cert.read_bytes() + key.read_bytes())
+    pilot_env.exec_env.unprivileged.own(proxy)
+    pilot_env.stage(pilot_env.cvmfs_attributes(), lifetime={"max_walltime": 600}, payload=[
+        ["sh", "-c", 'stat -c %a "$X509_USER_PROXY"; openssl x509 -noout -subject -in "$X509_USER_PROXY"']])
+    result, report = pilot_env.run_pilot("p1", "-credential", str(proxy))
+    assert result.returncode == 0, result.stdout
+    mode, subject = report["payload"][0]["stdout_tail"].splitlines()
+    assert mode == "600" and "pilot proxy" in subject
+    detail = pilot_env.step(report, "credential")["detail"]
+    assert detail.startswith("X.509 proxy expiring in") and "WARNING" not in detail
+    assert "PRIVATE KEY" not in result.stdout + json.dumps(report)
 
 
 def test_the_work_directory_is_kept_with_debug(pilot_env):

@@ -116,11 +116,11 @@ class FuseEnv:
 
     def server_pids(self, mountpoint):
         """The ``fs mount`` processes serving mountpoint."""
-        return [pid for pid, cmdline, _ in _processes(self.unprivileged.uid)
+        return [pid for pid, cmdline, _ in user_processes(self.unprivileged.uid)
                 if b"cvmfs_pilot fs mount" in cmdline and cmdline.rstrip().endswith(os.fsencode(str(mountpoint)))]
 
 
-def _processes(uid):
+def user_processes(uid):
     """``(pid, command line, paths it uses: cwd and open files)`` of the user's processes."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -152,7 +152,7 @@ def fuse_mounts_below(directory):
 def leftovers(scratch, uid):
     """``(pids, mount points)``: the user's processes that mention or use scratch, and the mounts below it."""
     needle = str(scratch)
-    pids = [pid for pid, cmdline, paths in _processes(uid)
+    pids = [pid for pid, cmdline, paths in user_processes(uid)
             if os.fsencode(needle) in cmdline or any(path.startswith(needle) for path in paths)]
     return pids, fuse_mounts_below(scratch)
 

@@ -9,7 +9,9 @@ process result and the report it wrote.
 import json
 import os
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 from cvmfs_pilot.factory import load_config, stage
@@ -47,7 +49,7 @@ class PilotEnv:
         return attributes
 
     def stage(self, attributes, payload=(), files=(), entry_files=(), entry_attributes=None, frontend=None,
-              lifetime=None):
+              lifetime=None, provider="local", provider_options=None):
         """files/entry_files: (name, list, type, text) — scripts written next to factory.toml."""
         lines = ["[factory]", 'name = "test-factory"', "work_dir = {}".format(_toml_value(str(self.root / "work"))),
                  "staging_urls = {}".format(_toml_value(["file://{}/".format(self.root / "work" / "staging")])),
@@ -57,7 +59,10 @@ class PilotEnv:
             self._script(name, text)
             lines += ["", "[[factory.files]]", "path = {}".format(_toml_value("scripts/" + name)),
                       "list = {}".format(_toml_value(list_name)), "type = {}".format(_toml_value(kind))]
-        lines += ["", "[entries.{}]".format(ENTRY), 'provider = "local"']
+        lines += ["", "[entries.{}]".format(ENTRY), "provider = {}".format(_toml_value(provider))]
+        if provider_options:
+            lines.append("provider_options = {{{}}}".format(", ".join(
+                "{} = {}".format(k, _toml_value(v)) for k, v in provider_options.items())))
         if lifetime:
             lines.append("lifetime = {{{}}}".format(", ".join("{} = {}".format(k, v) for k, v in lifetime.items())))
         if payload:
@@ -112,6 +117,34 @@ class PilotEnv:
 
     def popen_pilot(self, pilot_id="p1", *extra):
         return self.exec_env.popen(self.pilot_command(pilot_id, *extra), stdout=subprocess.PIPE)
+
+    def factory(self, *args):
+        """``cvmfs-pilot ARGS --config factory.toml`` as the user (submit, status, remove: as a factory runs)."""
+        command = [sys.executable, "-m", "cvmfs_pilot"] + list(args) + ["--config", str(self.root / "factory.toml")]
+        result = self.exec_env.run(command, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def submit(self, count):
+        self.factory("submit", "--entry", ENTRY, "--count", str(count))
+        return [pilot["id"] for pilot in self.status()]
+
+    def status(self):
+        return json.loads(self.factory("status", "--json"))
+
+    def wait_for_pilots(self, states=("finished", "lost", "removed"), timeout=180):
+        deadline = time.monotonic() + timeout
+        while True:
+            pilots = self.status()
+            if pilots and all(pilot["state"] in states for pilot in pilots):
+                return pilots
+            if time.monotonic() > deadline:
+                raise AssertionError("the pilots did not end within {} s: {}".format(timeout, pilots))
+            time.sleep(0.3)
+
+    def record_report(self, pilot):
+        path = Path(pilot["directory"]) / "report.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def report(self, pilot_id):
         path = self.report_path(pilot_id)

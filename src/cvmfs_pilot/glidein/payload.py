@@ -58,6 +58,8 @@ def run(command, stop, deadline=None, grace=30.0, env=None, cwd=None, stdout=Non
             _signal_group(process.pid, signal.SIGKILL)
             killed_at = float("inf")
         time.sleep(0.05)
+    if ended == "exited" and stop.signal is not None:
+        ended = "stopped"  # the batch system signalled the command too (scancel signals every process)
     if ended != "exited" or process.returncode < 0:
         _signal_group(process.pid, signal.SIGKILL)  # what is left of the group
     status = process.returncode

@@ -176,6 +176,7 @@ class Pilot(object):
         except (OSError, ValueError) as exc:
             raise PilotFailure(CONFIG, "the pilot's credential: {}".format(exc))
         self.environ.update(self.credential.environment())
+        os.environ.update(self.credential.environment())  # the CVMFS engine's authorization helpers read it too
         return self.credential.describe(self._deadline())
 
     def _fetch(self, kind, urls, sha256):
