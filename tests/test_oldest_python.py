@@ -3,6 +3,7 @@ reads a repository with it. vermin checks the syntax statically in CI; this runs
 Python 3.6 interpreter exists (pyenv on the project's machines; a plain Debian 12 has none)."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -87,3 +88,37 @@ def test_node_exec_runs_a_job_with_cvmfs_under_python36(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello from node exec on 3.6\n"
     assert os.listdir(str(work)) == []
+
+
+def test_a_pilot_runs_its_job_with_cvmfs_under_python36(tmp_path):
+    """glidein_startup.sh started with Python 3.6 (CVMFS_PILOT_PYTHON): the whole pilot, its CVMFS step and its
+    job on the oldest Python the node tier supports."""
+    from cvmfs_pilot.factory import load_config, stage
+
+    fqrn = "py36.example.org"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hello").write_text("hello from a pilot on 3.6\n")
+    keys = make_keys(tmp_path / "keys", fqrn)
+    publish_tree(tmp_path / "src", tmp_path / "srv" / fqrn, fqrn, keys)
+    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
+                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    staging = tmp_path / "factory" / "staging"
+    (tmp_path / "factory.toml").write_text("\n".join([
+        "[factory]", 'name = "py36"', 'work_dir = "{}"'.format(tmp_path / "factory"),
+        'staging_urls = ["file://{}/"]'.format(staging), "[factory.attributes]", 'GLIDEIN_CVMFS = "required"',
+        'GLIDEIN_CVMFS_REPOS = "{}"'.format(fqrn), 'GLIDEIN_CVMFS_CONFIG_DIR = "{}"'.format(config),
+        "[entries.e]", 'provider = "local"', "[entries.e.payload]",
+        'commands = [["cat", "/cvmfs/{}/hello"], ["sh", "-c", "readlink /proc/$PPID/exe"]]'.format(fqrn)]) + "\n")
+    index_sha256, _ = stage(load_config(tmp_path / "factory.toml"))
+    result = subprocess.run(["/bin/sh", str(staging / "files" / "glidein_startup.sh"), "-factory",
+                             "file://{}/".format(staging), "-factory-sha256", index_sha256, "-entry", "e",
+                             "-work-dir", str(tmp_path / "pilots"), "-report", str(tmp_path / "report.json")],
+                            env=dict(os.environ, CVMFS_PILOT_PYTHON=PYTHON36), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["payload"][0]["stdout_tail"] == "hello from a pilot on 3.6\n"
+    assert report["cvmfs"]["mode"] == "userns"
+    # the payload's parent is the pilot's inner part: Python 3.6
+    assert os.path.realpath(report["payload"][1]["stdout_tail"].strip()) == os.path.realpath(PYTHON36)
+    assert os.listdir(str(tmp_path / "pilots")) == []
