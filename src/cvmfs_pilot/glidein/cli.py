@@ -5,8 +5,6 @@ import argparse
 import logging
 import sys
 
-from cvmfs_pilot.glidein import pilot
-
 
 def _parser(prog):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -33,7 +31,9 @@ def main(argv, prog="cvmfs-pilot glidein"):
     args = _parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="{}: %(message)s".format(prog))
     if args.command == "continue":
-        return pilot.run_inner(args.state)
+        from cvmfs_pilot.glidein import inner  # the inner part needs none of the outer part's imports
+        return inner.run_inner(args.state)
+    from cvmfs_pilot.glidein import pilot
     arguments = pilot.PilotArguments(args.factory, args.factory_sha256, args.entry, args.frontend,
                                      args.frontend_sha256, args.pilot_id, args.work_dir, args.runtime_work_dir,
                                      args.credential, args.report, args.debug)

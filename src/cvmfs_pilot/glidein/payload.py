@@ -57,7 +57,10 @@ def run(command, stop, deadline=None, grace=30.0, env=None, cwd=None, stdout=Non
         elif killed_at is not None and now >= killed_at:
             _signal_group(process.pid, signal.SIGKILL)
             killed_at = float("inf")
-        time.sleep(0.05)
+        try:
+            process.wait(0.05)  # returns within a millisecond or two of the command's end
+        except subprocess.TimeoutExpired:
+            pass
     if ended == "exited" and stop.signal is not None:
         ended = "stopped"  # the batch system signalled the command too (scancel signals every process)
     if ended != "exited" or process.returncode < 0:
