@@ -114,14 +114,17 @@ def _keys_tarball(keys_dir, target):
     Path(target).write_bytes(data.getvalue())
 
 
-def _factory_toml(work, base_url, dist_dir, pilots):
+def _factory_toml(work, base_url, dist_dir, payload=None, config_repository=True):
     attributes = {
         "GLIDEIN_CVMFS": "required", "GLIDEIN_CVMFS_REPOS": DEMO_REPO, "CVMFS_SRC": "none",
         "CVMFS_CLIENT_HTTP_PROXY": "DIRECT", "CVMFS_CLIENT_SERVER_URL": base_url + "cvmfs/@fqrn@",
         "CVMFS_CLIENT_CONFIG_REPOSITORY": CONFIG_REPO, "DEMO_MIN_FREE_MB": "100"}
-    payload = [["cat", "/cvmfs/{}/README".format(DEMO_REPO)], ["/cvmfs/{}/bin/hello".format(DEMO_REPO)],
-               ["python3", "-c", "import sys; sys.path.insert(0, '/cvmfs/{}/lib/python'); import demo_module; "
-                                 "print(demo_module.GREETING)".format(DEMO_REPO)]]
+    if not config_repository:
+        del attributes["CVMFS_CLIENT_CONFIG_REPOSITORY"]
+    if payload is None:
+        payload = [["cat", "/cvmfs/{}/README".format(DEMO_REPO)], ["/cvmfs/{}/bin/hello".format(DEMO_REPO)],
+                   ["python3", "-c", "import sys; sys.path.insert(0, '/cvmfs/{}/lib/python'); import demo_module; "
+                                     "print(demo_module.GREETING)".format(DEMO_REPO)]]
     lines = ["[factory]", 'name = "demo-factory"', "work_dir = {}".format(json.dumps(str(work / "factory"))),
              "staging_urls = {}".format(json.dumps([base_url + "staging/"])),
              "staging_dir = {}".format(json.dumps(str(work / "srv" / "staging"))), "",
@@ -167,6 +170,56 @@ def _timeline(reports):
                                                 command["stdout_tail"].strip().replace("\n", " | ")))
 
 
+def publish_repositories(work):
+    """Step 2: the demo repository and the config repository published below work/srv/cvmfs, their keys in
+    work/keys. Returns (srv, keys)."""
+    srv = work / "srv"
+    keys = work / "keys"
+    _write_tree(work / "src" / DEMO_REPO, DEMO_FILES)
+    _write_tree(work / "src" / CONFIG_REPO, {
+        "etc/cvmfs/config.d/{}.conf".format(DEMO_REPO): "# set by the config repository\nCVMFS_NFILES=65536\n"})
+    for fqrn in (DEMO_REPO, CONFIG_REPO):
+        for command in (["keys", fqrn, "--out", str(keys)],
+                        ["publish", str(work / "src" / fqrn), str(srv / "cvmfs" / fqrn), "--name", fqrn,
+                         "--keys", str(keys)]):
+            if repo_cli.main(command, "cvmfs-pilot repo"):
+                raise RuntimeError("cvmfs-pilot repo {} failed".format(command[0]))
+    return srv, keys
+
+
+def serve(srv):
+    """Step 3: srv served on loopback by a thread of this process. Returns (server, base URL); the caller shuts
+    the server down."""
+    server = make_server(str(srv), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, "http://127.0.0.1:{}/".format(server.server_address[1])
+
+
+def build_distribution(dist_dir):
+    """Step 4: the python-engine client distribution's staging area in dist_dir."""
+    code = dist_cli.main(["build", "--staging", str(dist_dir), "--sources", "none", "--platforms", "none"],
+                         "cvmfs-pilot dist")
+    if code:
+        raise RuntimeError("the distribution build failed")
+
+
+def write_factory(work, user, base_url, keys, srv, payload=None, config_repository=True):
+    """Step 5's files: work/factory with factory.toml (entry ENTRY, local provider), check_disk.sh and the keys
+    tarball, and the empty staging directory srv/staging, given to user. Returns factory.toml's path (not staged
+    yet). payload: the entry's commands (default: the demo's jobs); config_repository: whether the pilots mount
+    the config repository too."""
+    factory = work / "factory"
+    factory.mkdir()
+    (factory / "check_disk.sh").write_text(CHECK_SCRIPT)
+    (factory / "check_disk.sh").chmod(0o755)
+    _keys_tarball(keys, factory / "cvmfs-keys.tar.gz")
+    (factory / "factory.toml").write_text(_factory_toml(work, base_url, srv / "dists", payload, config_repository))
+    (srv / "staging").mkdir()
+    _chown_tree(str(factory), user)
+    _chown_tree(str(srv / "staging"), user)
+    return str(factory / "factory.toml")
+
+
 def run(pilots=2, keep=False, user_name=DEMO_USER):
     say("== 1. this machine")
     user = _prepare_machine(user_name)
@@ -175,40 +228,15 @@ def run(pilots=2, keep=False, user_name=DEMO_USER):
     server = None
     try:
         say("== 2. publish {} and the config repository {}".format(DEMO_REPO, CONFIG_REPO))
-        srv = work / "srv"
-        keys = work / "keys"
-        _write_tree(work / "src" / DEMO_REPO, DEMO_FILES)
-        _write_tree(work / "src" / CONFIG_REPO, {
-            "etc/cvmfs/config.d/{}.conf".format(DEMO_REPO): "# set by the config repository\nCVMFS_NFILES=65536\n"})
-        for fqrn in (DEMO_REPO, CONFIG_REPO):
-            for command in (["keys", fqrn, "--out", str(keys)],
-                            ["publish", str(work / "src" / fqrn), str(srv / "cvmfs" / fqrn), "--name", fqrn,
-                             "--keys", str(keys)]):
-                if repo_cli.main(command, "cvmfs-pilot repo"):
-                    raise RuntimeError("cvmfs-pilot repo {} failed".format(command[0]))
+        srv, keys = publish_repositories(work)
         say("== 3. serve {} on loopback".format(srv))
-        server = make_server(str(srv), 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base_url = "http://127.0.0.1:{}/".format(server.server_address[1])
+        server, base_url = serve(srv)
         say("serving at {}".format(base_url))
         say("== 4. build the python-engine client distribution")
-        dist_dir = srv / "dists"
-        code = dist_cli.main(["build", "--staging", str(dist_dir), "--sources", "none", "--platforms", "none"],
-                             "cvmfs-pilot dist")
-        if code:
-            raise RuntimeError("the distribution build failed")
+        build_distribution(srv / "dists")
         say("== 5. the factory: stage its files, submit {} local pilots as {}".format(
             pilots, user.pw_name if user else "this user"))
-        factory = work / "factory"
-        factory.mkdir()
-        (factory / "check_disk.sh").write_text(CHECK_SCRIPT)
-        (factory / "check_disk.sh").chmod(0o755)
-        _keys_tarball(keys, factory / "cvmfs-keys.tar.gz")
-        (factory / "factory.toml").write_text(_factory_toml(work, base_url, dist_dir, pilots))
-        (srv / "staging").mkdir()
-        _chown_tree(str(factory), user)
-        _chown_tree(str(srv / "staging"), user)
-        config = str(factory / "factory.toml")
+        config = write_factory(work, user, base_url, keys, srv)
         say(_cli(user, "factory", "stage", "--config", config).strip())
         say(_cli(user, "submit", "--config", config, "--entry", ENTRY, "--count", str(pilots)).strip())
         say("== 6. wait for the pilots")
