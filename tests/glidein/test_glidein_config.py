@@ -7,6 +7,7 @@ import pytest
 
 from cvmfs_pilot.glidein import glidein_config as gc
 from cvmfs_pilot.glidein.glidein_config import CondorVar, CondorVars, GlideinConfig, create
+from cvmfs_pilot.node import atomic_file
 
 
 def _leftovers(directory, keep):
@@ -90,7 +91,7 @@ def test_a_failed_rewrite_keeps_the_old_file_and_removes_its_temporary_file(tmp_
     def failing_replace(source, destination):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gc.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_file.os, "replace", failing_replace)  # the rename fails, as on a full disk
     with pytest.raises(OSError):
         config.add("A", "2")
     monkeypatch.undo()

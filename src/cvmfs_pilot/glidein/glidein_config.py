@@ -11,9 +11,9 @@ job environment and the ClassAd attributes, as GlideinWMS's ``condor_startup.sh`
 """
 
 import collections
-import os
 import re
-import tempfile
+
+from cvmfs_pilot.node import atomic_file
 
 HISTORY_SUFFIX = ".history"
 TRUE_WORDS = ("true", "t", "yes", "y")
@@ -74,40 +74,9 @@ def _lines(text):
     return lines
 
 
-def _umask():
-    """The process's umask, read without changing it (Linux >= 4.7); 0o022 where /proc does not say."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
 def replace_file(path, text):
-    """Write text to path atomically: a temporary file in the same directory, then os.replace.
-
-    The file keeps its permissions; a new file gets 0666 minus the umask. No temporary file survives a failure.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with open(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as stream:
-            stream.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    """Write text to path atomically; the file keeps its permissions, a new one gets 0666 minus the umask."""
+    atomic_file.write_atomically(path, text.encode("utf-8", "surrogateescape"))
 
 
 class GlideinConfig:

@@ -9,6 +9,7 @@ import time
 
 from cvmfs_pilot.glidein import glidein_config, payload, results
 from cvmfs_pilot.glidein.report import CONFIG, JOB, SITE, PilotFailure, Report
+from cvmfs_pilot.node import atomic_file
 
 PREFIXES = {"main": "", "entry": "ENTRY_", "client": "GLIDECLIENT_"}
 DEFAULT_GRACE = 30.0
@@ -88,9 +89,7 @@ def run_inner(state_path):
         report.fail(failure.failure_class, failure.reason)
     part = {"started": report.started, "steps": report.data["steps"], "payload": report.data["payload"],
             "failure_class": report.data["failure_class"], "reason": report.data["reason"]}
-    with open(state["report_part"] + ".tmp", "w") as out:
-        json.dump(part, out)
-    os.replace(state["report_part"] + ".tmp", state["report_part"])
+    atomic_file.write_atomically(state["report_part"], json.dumps(part).encode("utf-8"))
     return report.finish()
 
 

@@ -3,9 +3,10 @@ payload, and the outcome with its failure class and exit code."""
 
 import calendar
 import json
-import os
 import socket
 import time
+
+from cvmfs_pilot.node import atomic_file
 
 SITE, CONFIG, JOB = "site", "config", "job"
 EXIT_CODES = {None: 0, SITE: 10, CONFIG: 11, JOB: 12}
@@ -75,11 +76,7 @@ class Report(object):
         return self.data["exit_code"]
 
     def write(self, path):
-        temporary = path + ".tmp"
-        with open(temporary, "w") as out:
-            json.dump(self.data, out, indent=1)
-            out.write("\n")
-        os.replace(temporary, path)
+        atomic_file.write_atomically(path, (json.dumps(self.data, indent=1) + "\n").encode("utf-8"))
 
     def text(self):
         return "{0}\n{1}\n{0}\n".format(MARKER, json.dumps(self.data, indent=1))

@@ -11,6 +11,8 @@ import json
 import os
 import socket
 
+from cvmfs_pilot.node import atomic_file
+
 SOCKET_NAME = "control.sock"
 MOUNT_SCRIPT = "cvmfs-mount"
 UMOUNT_SCRIPT = "cvmfs-umount"
@@ -106,10 +108,7 @@ def write_scripts(directory, command, socket_path):
         text = "#!/bin/sh\n# {} a repository in this pilot: {} REPOSITORY\nexec {} \"$@\"\n".format(
             op, name, " ".join(_shell_quote(word) for word in words))
         path = os.path.join(directory, name)
-        with open(path + ".tmp", "w") as handle:
-            handle.write(text)
-        os.chmod(path + ".tmp", 0o700)
-        os.replace(path + ".tmp", path)
+        atomic_file.write_atomically(path, text.encode("utf-8", "surrogateescape"), mode=0o700)
         paths[op] = path
     return paths
 

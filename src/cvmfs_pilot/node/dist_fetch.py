@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from http.client import HTTPException
 
-from cvmfs_pilot.node import safe_extract, staging_index
+from cvmfs_pilot.node import atomic_file, safe_extract, staging_index
 
 CHUNK = 1 << 20
 MAX_INDEX_BYTES = 16 << 20
@@ -157,16 +157,7 @@ def fetch_index(downloader, index_sha256, cache=None):
 
 def _write_atomically(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        _remove(temporary)
-        raise
+    atomic_file.write_atomically(path, data, sync=True)
 
 
 def _remove(path):

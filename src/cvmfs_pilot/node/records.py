@@ -11,6 +11,8 @@ import fcntl
 import json
 import os
 
+from cvmfs_pilot.node import atomic_file
+
 RUN_DIR_NAME = ".cvmfs-pilot"
 STATE_NAME = "state.json"
 LOCK_NAME = "lock"
@@ -80,8 +82,5 @@ class RunDirectory(object):
         return state if isinstance(state, dict) else None
 
     def save(self, state):
-        path = self.join(STATE_NAME)
-        temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(state, handle, indent=1, sort_keys=True)
-        os.replace(temporary, path)
+        atomic_file.write_atomically(self.join(STATE_NAME), json.dumps(state, indent=1, sort_keys=True).encode(),
+                                     mode=0o600)

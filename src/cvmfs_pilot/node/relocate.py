@@ -36,10 +36,10 @@ import posixpath
 import re
 import shlex
 import stat
-import tempfile
 
 from cvmfs_pilot.client.config import CONFIG_REPOSITORY, REPOSITORY_NAME
 from cvmfs_pilot.client.shellvars import NAME, ShellVariables
+from cvmfs_pilot.node import atomic_file
 
 CONFIG_DIR = "etc/cvmfs"  # in the distribution and in the config repository
 SYSTEM_MOUNT_DIR = "/cvmfs"
@@ -371,21 +371,5 @@ def config_repository_of(dist_root, dist_json):
 
 
 def write_relocated_config(path, text):
-    """Write text to path atomically (a temporary file in the same directory, renamed), readable by the owner
-    only (mode 0600)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            os.fchmod(stream.fileno(), 0o600)
-            stream.write(text.encode("utf-8", TEXT_ERRORS))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    """Write text to path atomically, readable by the owner only (mode 0600)."""
+    atomic_file.write_atomically(path, text.encode("utf-8", TEXT_ERRORS), mode=0o600, sync=True)
