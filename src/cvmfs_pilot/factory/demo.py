@@ -69,6 +69,7 @@ def _prepare_machine(user_name):
         os.chmod("/dev/fuse", 0o666)
         say("made /dev/fuse mode 0666 (it was {:04o}): worker nodes have it so, and an unprivileged pilot "
             "cannot mount without it".format(mode))
+    _let_others_traverse([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix])
     try:
         user = pwd.getpwnam(user_name)
     except KeyError:
@@ -78,6 +79,18 @@ def _prepare_machine(user_name):
     else:
         say("the pilots run as the unprivileged user {} (uid {})".format(user_name, user.pw_uid))
     return user
+
+
+def _let_others_traverse(paths):
+    """The unprivileged user runs this installation's code: let others traverse the directories above it."""
+    for path in paths:
+        directory = os.path.abspath(path)
+        while directory != "/":
+            mode = stat.S_IMODE(os.stat(directory).st_mode)
+            if not mode & 0o001:
+                os.chmod(directory, mode | 0o001)
+                say("allowed others to traverse {}: the pilots' user runs the code below it".format(directory))
+            directory = os.path.dirname(directory)
 
 
 def _as_user(user, command, **kwargs):
