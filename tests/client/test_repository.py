@@ -339,3 +339,33 @@ def test_corrupted_cache_object_is_detected_and_fetched_again(served):
         f.write(b"X")
     with open_with(served["config"], FQRN) as repository:
         assert repository.read("/dir/sub/file.txt") == b"deep content\n"
+
+
+def test_concurrent_reads_of_one_open_file_never_mix_up_its_chunks(served):
+    """Many threads read one chunked open file at once (as FUSE workers do), so its small set of open chunk files
+    keeps being evicted: a chunk closed while another read was about to pread it would let that read see the
+    bytes of whichever chunk reused the descriptor. Every read must return exactly the source's bytes."""
+    import random
+    import threading
+
+    expected = (served["src"] / "big.bin").read_bytes()
+    with open_with(served["config"], FQRN) as repository:
+        opened = repository.open_file("/big.bin")
+        assert len(opened._chunks) > 8  # more chunks than it keeps open
+        wrong = []
+
+        def reader(seed):
+            generator = random.Random(seed)
+            for _ in range(150):
+                offset = generator.randrange(len(expected))
+                size = generator.randrange(1, 40_000)
+                if opened.read(offset, size) != expected[offset:offset + size]:
+                    wrong.append((offset, size))
+
+        threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        opened.close()
+    assert wrong == []

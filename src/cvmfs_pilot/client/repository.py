@@ -205,34 +205,67 @@ class OpenFile(object):
         self.entry = entry
         self.size = entry.size
         self._chunks = chunks
-        self._open = {}  # content hash -> open cached object
+        self._open = {}  # content hash -> open cached object, oldest first
+        self._users = {}  # open cached object -> how many reads use it now
+        self._retired = set()  # evicted while in use: closed by the last read that uses it
         self._lock = threading.Lock()
 
-    def _object(self, content_hash, suffix, expected_size):
+    def _acquire(self, content_hash, suffix, expected_size):
+        """The open cached object, counted as in use until _release. Reads run in several threads at once, and
+        eviction must never close a file that a read is about to pread: its descriptor number could be reused
+        by the next file opened, and the read would return that file's bytes."""
         with self._lock:
             f = self._open.get(content_hash)
-        if f is None:
-            f = self.objects.open(content_hash, suffix, self.entry.compression, expected_size)
-            with self._lock:
-                if len(self._open) >= 4:  # a sequential reader needs the current and the next chunk
-                    self._open.pop(next(iter(self._open))).close()
+            if f is not None:
+                self._users[f] = self._users.get(f, 0) + 1
+                return f
+        opened = self.objects.open(content_hash, suffix, self.entry.compression, expected_size)
+        with self._lock:
+            f = self._open.get(content_hash)
+            if f is None:  # else another read opened it meanwhile: use that one
+                f, opened = opened, None
                 self._open[content_hash] = f
+                while len(self._open) > 4:  # a sequential reader needs the current and the next chunk
+                    old = self._open.pop(next(iter(self._open)))
+                    if self._users.get(old):
+                        self._retired.add(old)
+                    else:
+                        old.close()
+            self._users[f] = self._users.get(f, 0) + 1
+        if opened is not None:
+            opened.close()
         return f
+
+    def _release(self, f):
+        with self._lock:
+            self._users[f] -= 1
+            if self._users[f] == 0:
+                del self._users[f]
+                if f in self._retired:
+                    self._retired.discard(f)
+                    f.close()
+
+    def _pread(self, content_hash, suffix, expected_size, size, offset):
+        f = self._acquire(content_hash, suffix, expected_size)
+        try:
+            return os.pread(f.fileno(), size, offset)
+        finally:
+            self._release(f)
 
     def read(self, offset, size):
         end = min(offset + max(size, 0), self.size)
         if offset >= end:
             return b""
         if self._chunks is None:
-            return os.pread(self._object(self.entry.hash, SUFFIX_NONE, self.size).fileno(), end - offset, offset)
+            return self._pread(self.entry.hash, SUFFIX_NONE, self.size, end - offset, offset)
         pieces = []
         for chunk in self._chunks:
             chunk_end = chunk.offset + chunk.size
             if chunk_end <= offset or chunk.offset >= end:
                 continue
-            f = self._object(chunk.hash, SUFFIX_PARTIAL, chunk.size)
             start = max(offset, chunk.offset)
-            pieces.append(os.pread(f.fileno(), min(end, chunk_end) - start, start - chunk.offset))
+            pieces.append(self._pread(chunk.hash, SUFFIX_PARTIAL, chunk.size, min(end, chunk_end) - start,
+                                      start - chunk.offset))
         return b"".join(pieces)
 
     def copy_to(self, out_fd):
@@ -240,20 +273,25 @@ class OpenFile(object):
         pieces = ([(self.entry.hash, SUFFIX_NONE, self.size)] if self._chunks is None else
                   [(c.hash, SUFFIX_PARTIAL, c.size) for c in self._chunks])
         for content_hash, suffix, size in pieces:
-            source = self._object(content_hash, suffix, size).fileno()
-            offset = 0
-            while offset < size:
-                sent = os.sendfile(out_fd, source, offset, size - offset)
-                if sent == 0:
-                    raise RepositoryError(errno.EIO, "{}: cached object {} is shorter than {} bytes".format(
-                        self.entry.path, content_hash.hex(), size))
-                offset += sent
+            f = self._acquire(content_hash, suffix, size)
+            try:
+                offset = 0
+                while offset < size:
+                    sent = os.sendfile(out_fd, f.fileno(), offset, size - offset)
+                    if sent == 0:
+                        raise RepositoryError(errno.EIO, "{}: cached object {} is shorter than {} bytes".format(
+                            self.entry.path, content_hash.hex(), size))
+                    offset += sent
+            finally:
+                self._release(f)
 
     def close(self):
         with self._lock:
-            for f in self._open.values():
+            for f in list(self._open.values()) + list(self._retired):
                 f.close()
             self._open.clear()
+            self._retired.clear()
+            self._users.clear()
 
     def __enter__(self):
         return self
