@@ -1,5 +1,6 @@
 """The local cache: round trips, atomicity, corruption, several processes, quota and pins, breadcrumbs, crashes."""
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -15,6 +16,7 @@ import zlib
 
 import pytest
 
+from cvmfs_pilot.client import cache as cache_module
 from cvmfs_pilot.client import lock_file
 from cvmfs_pilot.client.cache import CATALOG, Cache, CacheError, cache_directory
 from cvmfs_pilot.cvmfs.hashing import SHAKE128, ContentHash
@@ -362,6 +364,177 @@ def test_the_fetch_lock_excludes_and_leaves_no_file(cache):
     thread.join(10)
     assert order == ["first", "second"]
     assert os.listdir(os.path.join(cache.directory, "txn")) == []
+
+
+def _cross_locker(directory, mine, theirs, i_have, they_have, queue):
+    """Hold ``mine`` in one thread while another thread of this process waits for ``theirs``, held by another
+    process whose second thread waits for ``mine``: the kernel sees a deadlock between the two processes."""
+    errors = []
+    try:
+        with Cache(directory) as cache:
+            def wait_for_theirs():
+                try:
+                    they_have.wait(10)
+                    time.sleep(0.2)  # the other process's waiter is blocked by now (for one of the two)
+                    with cache.fetch_lock(theirs):
+                        pass
+                except BaseException as exc:
+                    errors.append("{}: {}".format(type(exc).__name__, exc))
+
+            with cache.fetch_lock(mine):
+                i_have.set()
+                waiter = threading.Thread(target=wait_for_theirs)
+                waiter.start()
+                time.sleep(1.0)
+            waiter.join(30)
+    except BaseException as exc:
+        errors.append("{}: {}".format(type(exc).__name__, exc))
+    queue.put(errors)
+
+
+def test_fetch_locks_held_by_threads_of_two_processes_are_no_deadlock(tmp_path):
+    x, _ = make_object("x")
+    y, _ = make_object("y")
+    Cache(tmp_path).close()
+    context = multiprocessing.get_context("fork")
+    queue, a_has_x, b_has_y = context.Queue(), context.Event(), context.Event()
+    processes = [context.Process(target=_cross_locker, args=(str(tmp_path), x, y, a_has_x, b_has_y, queue)),
+                 context.Process(target=_cross_locker, args=(str(tmp_path), y, x, b_has_y, a_has_x, queue))]
+    for process in processes:
+        process.start()
+    try:
+        assert [queue.get(timeout=60), queue.get(timeout=60)] == [[], []]  # no EDEADLK ("Resource deadlock")
+    finally:
+        for process in processes:
+            process.join(30)
+
+
+# -- deferred stores --------------------------------------------------------------------------------------------------
+
+def test_deferred_stores_are_usable_at_once_and_recorded_in_batches(tmp_path):
+    objects = [make_object("deferred-{}".format(i)) for i in range(5)]
+    with Cache(tmp_path) as cache, Cache(tmp_path) as other:
+        cache.defer_stores(3)
+        for h, content in objects[:2]:
+            with cache.store_and_open(h, writing(content)) as f:
+                assert f.read() == content
+        for h, content in objects[:2]:
+            assert read(cache, h) == content  # this Cache sees them ...
+            assert read(other, h) is None and not os.path.exists(cache.path_of(h))  # ... nobody else yet
+        assert cache.usage() == (0, 0, 0) and len(os.listdir(str(tmp_path / "txn"))) == 2
+        cache.store_and_open(*objects[2][:1], writing(objects[2][1])).close()  # the third: one transaction
+        assert other.usage() == (3000, 3, 0)
+        assert all(read(other, h) == content for h, content in objects[:3])
+        assert os.listdir(str(tmp_path / "txn")) == []
+        assert cache.store(objects[3][0], writing(objects[3][1])) == cache.path_of(objects[3][0])
+        assert read(other, objects[3][0]) == objects[3][1]  # store() returns a path: it is there
+        cache.store_and_open(*objects[4][:1], writing(objects[4][1])).close()
+        assert read(other, objects[4][0]) is None
+    with Cache(tmp_path) as cache:  # close() recorded the last one
+        assert all(read(cache, h) == content for h, content in objects)
+        assert cache.usage() == (5000, 5, 0)
+    assert cached_keys(tmp_path) == recorded_keys(tmp_path)
+
+
+def test_deferred_stores_wait_at_most_the_flush_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "STORE_FLUSH_INTERVAL", 0.0)
+    h, content = make_object("soon")
+    with Cache(tmp_path) as cache, Cache(tmp_path) as other:
+        cache.defer_stores(100)
+        cache.store_and_open(h, writing(content)).close()
+        assert read(other, h) == content
+
+
+def test_a_deferred_store_of_an_object_another_process_stored_meanwhile(tmp_path):
+    h, content = make_object("twice")
+    with Cache(tmp_path) as cache:
+        cache.defer_stores(10)
+        cache.store_and_open(h, writing(content)).close()
+        code = "from cvmfs_pilot.client.cache import Cache; from cvmfs_pilot.cvmfs.hashing import ContentHash; " \
+               "Cache({!r}).store(ContentHash.parse({!r}), lambda f: f.write({!r}))".format(str(tmp_path), h.hex(),
+                                                                                           content)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        assert cache.usage() == (1000, 1, 0)
+        cache.flush_stores()
+        assert cache.usage() == (1000, 1, 0)
+        assert read(cache, h) == content
+    assert cached_keys(tmp_path) == recorded_keys(tmp_path) == {h.hex()}
+    assert os.listdir(str(tmp_path / "txn")) == []
+
+
+def test_a_deferred_store_removed_as_stale_is_not_recorded(tmp_path):
+    (h1, c1), (h2, c2) = make_object("stale"), make_object("fresh")
+    with Cache(tmp_path) as cache:
+        cache.defer_stores(10)
+        cache.store_and_open(h1, writing(c1)).close()
+        [temp] = os.listdir(str(tmp_path / "txn"))
+        os.unlink(str(tmp_path / "txn" / temp))  # what another process's Cache() does after an hour
+        cache.store_and_open(h2, writing(c2)).close()
+        cache.flush_stores()
+        assert read(cache, h2) == c2 and read(cache, h1) is None
+    assert recorded_keys(tmp_path) == {h2.hex()}
+
+
+def test_a_failing_fill_leaves_nothing_when_deferring(cache):
+    h, content = make_object("fails")
+
+    def fill(f):
+        f.write(content[:10])
+        raise ValueError("bad data")
+
+    cache.defer_stores()
+    with pytest.raises(ValueError):
+        cache.store_and_open(h, fill)
+    cache.flush_stores()
+    assert read(cache, h) is None and cache.usage() == (0, 0, 0)
+    assert os.listdir(os.path.join(cache.directory, "txn")) == []
+
+
+def _locks_held(pid, path):
+    """The POSIX locks that process ``pid`` holds on the file ``path`` (from /proc/locks)."""
+    st = os.stat(path)
+    inode = "{:02x}:{:02x}:{}".format(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    with open("/proc/locks") as f:
+        return [line for line in f if line.split()[4:6] == [str(pid), inode]]
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_cache_forked_within_closed_for_fork_really_holds_its_database_lock(tmp_path, closed):
+    """A WAL connection holds a shared lock on the database while open. Forked while the parent's connection is
+    open, the child's own connection believes the lock is held already and takes none (so another process could
+    remove the WAL under it); forked within closed_for_fork(), it takes it."""
+    database = str(tmp_path / "cachedb")
+    with Cache(tmp_path) as cache:
+        assert _locks_held(os.getpid(), database)
+        read_end, write_end = os.pipe()
+        with (cache.closed_for_fork() if closed else contextlib.nullcontext(True)) as safe:
+            assert safe
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child = cache.forked()
+                    child.usage()
+                    os.write(write_end, b"locked" if _locks_held(os.getpid(), database) else b"unlocked")
+                finally:
+                    os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as answer:
+            assert answer.read() == (b"locked" if closed else b"unlocked")
+        os.waitpid(pid, 0)
+        assert _locks_held(os.getpid(), database)  # the parent's connection is open again
+        cache.store(*make_object("after")[:1], writing(make_object("after")[1]))
+        assert cache.usage()[1] == 1
+
+
+def test_closed_for_fork_is_not_safe_while_another_connection_of_this_process_is_open(tmp_path):
+    with Cache(tmp_path) as cache:
+        with contextlib.closing(sqlite3.connect(str(tmp_path / "cachedb"))) as other:
+            other.execute("SELECT COUNT(*) FROM objects").fetchall()
+            with cache.closed_for_fork() as safe:
+                assert not safe
+        with cache.closed_for_fork() as safe:
+            assert safe
+        assert cache.usage() == (0, 0, 0)
 
 
 # -- quota and pins -------------------------------------------------------------------------------------------------

@@ -386,6 +386,22 @@ def test_connections_are_kept_alive(through_proxy, tmp_path):
         assert len((proxy if through_proxy else origin).requests) == 12
 
 
+def test_a_forked_downloader_keeps_the_route_but_opens_its_own_connections(tmp_path):
+    content_hash, files = served(CONTENT)
+    with ContentServer(status=503) as broken, ContentServer(files) as origin:
+        with downloading([base(broken.url), base(origin.url)], [[DIRECT]]) as downloader:
+            assert fetch(downloader, content_hash, tmp_path / "out")[1] == CONTENT
+            forked = downloader.forked()
+            try:
+                assert forked.current_host == downloader.current_host and forked.current_host.startswith(origin.url)
+                assert fetch(forked, content_hash, tmp_path / "forked")[1] == CONTENT
+                assert fetch(downloader, content_hash, tmp_path / "again")[1] == CONTENT
+            finally:
+                forked.close()
+        assert len(broken.requests) == 1  # the forked one went to the working server at once
+        assert origin.connections == 2  # one each: the idle connection of the first was not shared
+
+
 def fetch_concurrently(downloader, hashes, tmp_path, threads=8):
     """Fetch every object from each of ``threads`` threads at once; the list of wrong results is returned."""
     wrong = []

@@ -17,6 +17,12 @@ How processes share it safely:
   is replaced by the next ``store()``.
 * ``fetch_lock()`` keeps two processes from downloading the same object at the same time; correctness does not
   depend on it (a second store of an object just replaces the first copy).
+* a process that stores many objects at once (an export) may defer its stores (``defer_stores()``): each object
+  stays in ``txn/``, complete and verified, usable by that Cache only, until a batch of them is renamed into place
+  and recorded in one transaction (``flush_stores()``, every ``STORE_BATCH`` stores or ``STORE_FLUSH_INTERVAL``
+  seconds, and ``close()``). Files and rows still change together; other processes just see the objects later
+  (and may fetch one of them meanwhile, which is harmless). One transaction per object would make the processes
+  of a parallel export queue for the database's write lock.
 * removing an object that another process has open is harmless on Linux: the open file stays readable.
 
 The content hash covers the compressed bytes, so a cached (decompressed) file is checked against what was recorded
@@ -27,9 +33,11 @@ exact only to within a batch. ``close()`` writes what is pending; a killed proce
 """
 
 import collections
+import contextlib
+import io
+import itertools
 import logging
 import os
-import tempfile
 import threading
 import time
 import zlib
@@ -53,6 +61,8 @@ ACCESS_BATCH = 100  # write accesses when this many objects have been used ...
 ACCESS_FLUSH_INTERVAL = 10.0  # ... or when this many seconds have passed since the last write
 VERIFIED_MEMORY = 65536  # objects whose crc32 a Cache remembers having checked
 EVICTION_BATCH = 256  # objects removed per database transaction during a cleanup
+STORE_BATCH = 64  # deferred stores (defer_stores()) recorded per database transaction ...
+STORE_FLUSH_INTERVAL = 1.0  # ... or when the oldest of them has waited this many seconds
 QUARANTINE_KEEP = 16  # corrupted objects kept in quarantaine/
 READ_BLOCK = 1024 * 1024
 
@@ -60,6 +70,8 @@ TEMP_PREFIX = "tmp."
 LOCK_SUFFIX = ".lock"
 FETCH_LOCKS = "fetchlocks"  # one file for all per-object fetch locks (byte-range locks)
 CLEANUP_LOCK = "cleanup" + LOCK_SUFFIX
+
+_TEMP_NUMBERS = itertools.count()  # names of temporary files, with the pid (next() is atomic under the GIL)
 
 
 def cache_directory(cache_base, fqrn, shared=True):
@@ -87,6 +99,7 @@ class Cache(object):
         self._txn = os.path.join(self.directory, "txn")
         self._quarantine = os.path.join(self.directory, "quarantaine")
         self._owner = current_process()
+        self._pid = self._owner[0]
         self._create_layout()
         self._db = CacheDatabase(os.path.join(self.directory, "cachedb"), DATABASE_TIMEOUT)
         self._fetch_locks = lock_file.KeyedLocks(os.path.join(self.directory, FETCH_LOCKS))
@@ -94,6 +107,10 @@ class Cache(object):
         self._verified = collections.OrderedDict()  # keys whose crc32 was checked, oldest first
         self._pending_accesses = collections.OrderedDict()  # keys used since the last write, last used last
         self._last_access_flush = time.monotonic()
+        self._pending_stores = collections.OrderedDict()  # key -> _PendingStore (defer_stores()), oldest first
+        self._pending_since = None  # monotonic time of the oldest pending store
+        self._store_batch = 0  # 0: stores are recorded at once
+        self._flush_lock = threading.Lock()  # one flush_stores() at a time
         self._warned_over_quota = False
         self._remove_stale_temp_files()
 
@@ -103,10 +120,34 @@ class Cache(object):
     def __exit__(self, *exc_info):
         self.close()
 
-    def close(self):
-        self._flush_accesses()
+    def forked(self):
+        """A Cache of the same directory and settings for a child process forked within :meth:`closed_for_fork`
+        (this one belongs to the parent: the child must neither use nor close it)."""
+        return Cache(self.directory, self.quota_limit_bytes, self.verify_on_first_open)
+
+    @contextlib.contextmanager
+    def closed_for_fork(self):
+        """``with cache.closed_for_fork() as safe:`` -- closes the database connection for the block (no other
+        thread may use this Cache meanwhile) and opens it again after; ``safe`` tells whether a fork() in the block
+        is safe, that is whether no other connection of this process still has the database open.
+
+        SQLite keeps, per process, a record of the locks its connections hold on a file (a WAL connection holds a
+        shared lock while open). A child would inherit that record but not the locks, and its own connection would
+        then take none: another process could checkpoint and remove the WAL under it."""
+        path = self._db.path
         self._db.close()
-        self._fetch_locks.close()
+        try:
+            yield not _open_in_this_process(path)
+        finally:
+            self._db = CacheDatabase(path, DATABASE_TIMEOUT)
+
+    def close(self):
+        try:
+            self.flush_stores()
+        finally:
+            self._flush_accesses()
+            self._db.close()
+            self._fetch_locks.close()
 
     # -- objects --------------------------------------------------------------------------------------------------
 
@@ -115,11 +156,15 @@ class Cache(object):
         return os.path.join(self.directory, content_hash.cache_path())
 
     def open(self, content_hash):
-        """The cached, decompressed object open for reading (binary), or None if it is not cached or was found
-        corrupted (then it is moved to quarantaine/ and must be fetched again)."""
+        """The cached, decompressed object open for reading (binary, unbuffered), or None if it is not cached or
+        was found corrupted (then it is moved to quarantaine/ and must be fetched again)."""
         key = content_hash.hex()
+        if self._pending_stores:
+            f = self._open_pending(key)
+            if f is not None:
+                return f
         try:
-            f = open(self.path_of(content_hash), "rb")
+            f = io.FileIO(self.path_of(content_hash), "r")
         except FileNotFoundError:
             return None
         try:
@@ -137,28 +182,57 @@ class Cache(object):
         """Cache an object: ``fill(writer)`` writes its decompressed content with ``writer.write(bytes)`` and raises
         if it is wrong (then nothing is cached and the exception propagates). Replaces any copy already there.
         ``pin``: pin it for this process in the same step, before any cleanup can remove it. Returns its path."""
+        self.store_and_open(content_hash, fill, kind, pin).close()
+        if self._pending_stores:
+            self.flush_stores()  # the path is returned: the object must be there
+        return self.path_of(content_hash)
+
+    def store_and_open(self, content_hash, fill, kind=REGULAR, pin=False):
+        """Like :meth:`store`, but returns the stored object open for reading (binary, unbuffered, at its start),
+        as :meth:`open` would, without opening it again: the file just written."""
         if kind not in (REGULAR, CATALOG):
             raise ValueError("unknown kind of cached object {!r}; use REGULAR or CATALOG".format(kind))
         key = content_hash.hex()
-        path = self.path_of(content_hash)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._txn)
+        fd, temp = self._new_temp_file()
         try:
-            with os.fdopen(fd, "wb") as f:
-                writer = _Crc32Writer(f)
-                fill(writer)
-            with self._db.transaction():
-                os.rename(temp, path)
-                self._db.put_object(key, writer.size, writer.crc32, kind)
-                if pin:
-                    self._db.add_pin(key, self._owner)
-                total_bytes = self._db.totals()[0]
+            writer = _Crc32Writer(fd)
+            fill(writer)
+            os.lseek(fd, 0, os.SEEK_SET)
+            stored = io.FileIO(fd, "r")  # owns fd from here on; refuses writes through it
         except BaseException:
+            os.close(fd)
             _remove_if_present(temp)
             raise
-        self._remember_verified(key)
-        if self.quota_limit_bytes is not None and total_bytes > self.quota_limit_bytes:
-            self._clean_up(keep=key)
-        return path
+        item = _PendingStore(key, temp, self.path_of(content_hash), writer.size, writer.crc32, kind)
+        try:
+            if self._store_batch and kind == REGULAR and not pin:
+                self._defer_store(item)
+            else:
+                self._record_stores([item], pin)
+        except BaseException:
+            stored.close()
+            raise
+        return stored
+
+    def defer_stores(self, batch=STORE_BATCH):
+        """Record regular, unpinned objects stored from now on in batches of ``batch`` (see the module's
+        documentation); 0 records each at once again (after flushing what is pending)."""
+        if not batch:
+            self.flush_stores()
+        self._store_batch = max(int(batch), 0)
+
+    def flush_stores(self, wait=True):
+        """Rename the deferred stores into place and record them, in one transaction. Without ``wait``, nothing
+        is done if another thread is flushing already."""
+        if not self._flush_lock.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                batch = list(self._pending_stores.values())
+            if batch:
+                self._record_stores(batch, pin=False)
+        finally:
+            self._flush_lock.release()
 
     def fetch_lock(self, content_hash):
         """``with cache.fetch_lock(h):`` -- only one process (or thread) at a time fetches object ``h``. Check
@@ -207,6 +281,72 @@ class Cache(object):
         except OSError as exc:
             raise CacheError("cannot create the cache directory {}: {}; set CVMFS_CACHE_BASE to a writable "
                              "directory".format(self.directory, exc))
+
+    def _defer_store(self, pending):
+        self._remember_verified(pending.key)
+        now = time.monotonic()
+        with self._lock:
+            self._pending_stores[pending.key] = pending
+            if self._pending_since is None:
+                self._pending_since = now
+            due = (len(self._pending_stores) >= self._store_batch
+                   or now - self._pending_since >= STORE_FLUSH_INTERVAL)
+        if due:
+            self.flush_stores(wait=False)  # if another thread is flushing, a later store will
+
+    def _record_stores(self, batch, pin):
+        """Rename the temporary files of ``batch`` (``_PendingStore``s, pending or not) into place and record
+        them, in one transaction; then clean up if the quota is exceeded. Takes them off the pending stores."""
+        try:
+            with self._db.transaction():
+                stored = []
+                for item in batch:
+                    try:
+                        os.rename(item.temp, item.path)
+                    except FileNotFoundError:  # removed as stale by another process (pending for over an hour)
+                        continue
+                    stored.append(item)
+                self._db.put_objects([(item.key, item.size, item.crc32, item.kind) for item in stored])
+                if pin:
+                    for item in stored:
+                        self._db.add_pin(item.key, self._owner)
+                total_bytes = self._db.totals()[0] if self.quota_limit_bytes is not None else 0
+            for item in stored:
+                self._remember_verified(item.key)
+        except BaseException:
+            for item in batch:
+                _remove_if_present(item.temp)
+            raise
+        finally:
+            if self._pending_stores:
+                with self._lock:
+                    for item in batch:
+                        if self._pending_stores.get(item.key) is item:
+                            del self._pending_stores[item.key]
+                    self._pending_since = time.monotonic() if self._pending_stores else None
+        if self.quota_limit_bytes is not None and total_bytes > self.quota_limit_bytes:
+            self._clean_up(keep=batch[-1].key)
+
+    def _open_pending(self, key):
+        """A deferred store of ``key`` open for reading, or None (also when it has just been recorded)."""
+        with self._lock:
+            pending = self._pending_stores.get(key)
+            if pending is None:
+                return None
+            try:
+                return io.FileIO(pending.temp, "r")
+            except FileNotFoundError:  # renamed into place by a flush right now: open() finds it there
+                return None
+
+    def _new_temp_file(self):
+        """``(fd, path)`` of a new empty file in txn/, open for reading and writing. Names are unique within the
+        process (pid and a counter); one left by a crashed process with the same pid is skipped."""
+        while True:
+            path = os.path.join(self._txn, "{}{}.{}".format(TEMP_PREFIX, self._pid, next(_TEMP_NUMBERS)))
+            try:
+                return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), path
+            except FileExistsError:
+                continue
 
     def _check(self, key, f):
         """Whether the opened object file ``f`` is what was stored; quarantines it if not."""
@@ -347,34 +487,68 @@ class Cache(object):
 
 
 class _Crc32Writer(object):
-    """Writes to a file and keeps the size and crc32 of what was written. A writer may start over (a download
-    retried from another server) with ``seek(0)`` and ``truncate()``; nothing else moves the position."""
+    """Writes to a file descriptor and keeps the size and crc32 of what was written. A writer may start over (a
+    download retried from another server) with ``seek(0)`` and ``truncate()``; nothing else moves the position."""
 
-    def __init__(self, f):
-        self._file = f
+    def __init__(self, fd):
+        self._fd = fd
         self.size = 0
         self.crc32 = 0
+        self._dirty = False  # whether the file may hold bytes (it starts empty)
 
     def write(self, data):
-        written = self._file.write(data)
+        self._dirty = True
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
         self.crc32 = zlib.crc32(data, self.crc32)
         self.size += len(data)
-        return written
+        return len(data)
 
     def seek(self, position):
         if position != 0:
             raise ValueError("a cache writer can only start over (seek(0)), not seek to {}".format(position))
-        self._file.seek(0)
+        if self._dirty:
+            os.lseek(self._fd, 0, os.SEEK_SET)
         self.size = 0
         self.crc32 = 0
 
     def truncate(self):
         if self.size != 0:
             raise ValueError("truncate() follows seek(0)")
-        self._file.truncate()
+        if self._dirty:  # truncating an empty file would make ext4 flush it at close (auto_da_alloc)
+            os.ftruncate(self._fd, 0)
+            self._dirty = False
 
     def flush(self):
-        self._file.flush()
+        pass
+
+
+class _PendingStore(object):
+    """An object written to ``temp``, verified, to be renamed to ``path`` and recorded."""
+
+    __slots__ = ("key", "temp", "path", "size", "crc32", "kind")
+
+    def __init__(self, key, temp, path, size, crc32, kind):
+        self.key = key
+        self.temp = temp
+        self.path = path
+        self.size = size
+        self.crc32 = crc32
+        self.kind = kind
+
+
+def _open_in_this_process(path):
+    """Whether a file descriptor of this process refers to the file ``path``."""
+    target = os.stat(path)
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat("/proc/self/fd/" + fd)
+        except OSError:  # closed meanwhile, or the descriptor of the listing itself
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
 
 
 def _crc32_of(f):

@@ -75,7 +75,7 @@ def current_process():
 
 class CacheDatabase(object):
     """The ``cachedb`` file. Methods that change it must run inside ``with db.transaction():``; one connection is
-    shared by the threads of a process, one at a time. A connection must not cross fork(): open a new one."""
+    shared by the threads of a process, one at a time. A connection must not cross fork(): see Cache.closed_for_fork."""
 
     def __init__(self, path, timeout):
         self.path = path
@@ -148,14 +148,19 @@ class CacheDatabase(object):
         rows = self._query("SELECT size, crc32 FROM objects WHERE hash = ?", (key,))
         return rows[0] if rows else None
 
-    def put_object(self, key, size, crc32, kind):
-        """Record an object as the most recently used one (in a transaction)."""
+    def put_objects(self, rows):
+        """Record objects ``[(key, size, crc32, kind)]`` as the most recently used ones, the last most recently (in
+        a transaction)."""
+        if not rows:
+            return
         seq = self._next_access_seq()
-        updated = self._connection.execute("UPDATE objects SET size = ?, crc32 = ?, kind = ?, access_seq = ? "
-                                           "WHERE hash = ?", (size, crc32, kind, seq, key)).rowcount
-        if not updated:
-            self._connection.execute("INSERT INTO objects (hash, size, crc32, kind, access_seq) "
-                                     "VALUES (?, ?, ?, ?, ?)", (key, size, crc32, kind, seq))
+        for key, size, crc32, kind in rows:
+            updated = self._connection.execute("UPDATE objects SET size = ?, crc32 = ?, kind = ?, access_seq = ? "
+                                               "WHERE hash = ?", (size, crc32, kind, seq, key)).rowcount
+            if not updated:
+                self._connection.execute("INSERT INTO objects (hash, size, crc32, kind, access_seq) "
+                                         "VALUES (?, ?, ?, ?, ?)", (key, size, crc32, kind, seq))
+            seq += 1
 
     def remove_objects(self, keys):
         """Forget objects (in a transaction)."""

@@ -33,6 +33,7 @@ The ``@fqrn@`` in server URLs is normally replaced by the configuration layer (Â
 Local I/O errors (writing ``out``) are not download failures: they propagate as they are.
 """
 
+import copy
 import errno
 import logging
 import random
@@ -179,6 +180,18 @@ class Downloader(object):
     def close(self):
         """Close the idle connections."""
         self._transport.close()
+
+    def forked(self):
+        """A Downloader with the same servers, proxies, options and current route for a child process after
+        fork(): with its own connections and locks (those of this one belong to the parent)."""
+        with self._lock:
+            other = copy.copy(self)
+            other._groups = [list(group) for group in self._groups]
+            other._burned = set(self._burned)
+        other._transport = Transport()
+        other._lock = threading.Lock()
+        other._random = random.Random()
+        return other
 
     def fetch_bytes(self, path, max_size):
         """The content of the file ``path`` (relative to the repository base, e.g. ``.cvmfspublished``), at

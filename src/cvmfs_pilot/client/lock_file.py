@@ -7,9 +7,15 @@ the kernel drops the lock of a killed process.
 """
 
 import contextlib
+import errno
 import fcntl
 import os
+import random
 import threading
+import time
+
+DEADLOCK_RETRY_PAUSE = 0.001  # seconds, doubling up to ...
+DEADLOCK_RETRY_PAUSE_MAX = 0.05
 
 
 def acquire(path, blocking=True):
@@ -62,7 +68,13 @@ class KeyedLocks(object):
     """Exclusive locks on many keys (object hashes) through one lock file, for threads and processes alike: a
     ``threading`` lock per key within the process, and a POSIX record lock on one byte of the file, at an offset
     derived from the key, between processes. No file is created per lock. The file stays open for the life of the
-    object: closing any descriptor of it would drop all of this process's record locks on it (POSIX)."""
+    object: closing any descriptor of it would drop all of this process's record locks on it (POSIX).
+
+    The kernel's deadlock detection sees processes, not threads: when a thread of process A waits for a byte
+    that process B holds while a thread of B waits for another byte that A holds, the second waiter gets EDEADLK
+    although the holders are other threads that will release. Callers never wait for a key while holding another
+    (the cache's fetch locks do not nest), so this is never a real deadlock: the waiter tries again after a short
+    pause."""
 
     def __init__(self, path):
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -77,7 +89,7 @@ class KeyedLocks(object):
             entry[1] += 1
         try:
             with entry[0]:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, offset)
+                self._lock_byte(offset)
                 try:
                     yield
                 finally:
@@ -87,6 +99,18 @@ class KeyedLocks(object):
                 entry[1] -= 1
                 if not entry[1]:
                     del self._local[key]
+
+    def _lock_byte(self, offset):
+        pause = DEADLOCK_RETRY_PAUSE
+        while True:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, offset)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EDEADLK:
+                    raise
+            time.sleep(random.uniform(0, pause))
+            pause = min(2 * pause, DEADLOCK_RETRY_PAUSE_MAX)
 
     def close(self):
         os.close(self._fd)

@@ -11,23 +11,23 @@ class ObjectFetcher(object):
 
     def open(self, content_hash, suffix, compression, expected_size=None, kind=REGULAR, pin=False):
         """The decompressed object, open for reading (binary). Only one process fetches a given object at a
-        time; the others wait and then read the cached copy."""
+        time; the others wait and then read the cached copy (once it is recorded: see Cache.defer_stores)."""
         f = self.cache.open(content_hash)
         if f is None:
             with self.cache.fetch_lock(content_hash):
                 f = self.cache.open(content_hash)
                 if f is None:
-                    self.cache.store(content_hash,
-                                     lambda out: self.downloader.fetch_object(content_hash, suffix, compression, out,
-                                                                              expected_size),
-                                     kind=kind, pin=pin)
-                    f = self.cache.open(content_hash)
-        if f is None:
-            raise OSError("object {} vanished from the cache right after it was stored; the cache directory {} is "
-                          "being cleaned by something else".format(content_hash.hex(), self.cache.directory))
+                    return self.cache.store_and_open(
+                        content_hash,
+                        lambda out: self.downloader.fetch_object(content_hash, suffix, compression, out, expected_size),
+                        kind=kind, pin=pin)
         if pin:
             self.cache.pin(content_hash)
         return f
+
+    def close(self):
+        self.downloader.close()
+        self.cache.close()
 
     def path(self, content_hash, suffix, compression, expected_size=None, kind=REGULAR, pin=False):
         """Like :meth:`open`, but returns the cached file's path (for SQLite, which opens files by name)."""

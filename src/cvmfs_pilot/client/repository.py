@@ -144,15 +144,17 @@ class Repository(object):
 
     def open_entry(self, entry, loaded):
         """An OpenFile for an entry found by :meth:`entry` or :meth:`listdir_entries`."""
-        if entry.is_directory:
-            raise RepositoryError(errno.EISDIR, "{}: is a directory".format(entry.path or "/"))
-        if not entry.is_regular:
-            raise RepositoryError(errno.EINVAL, "{}: not a regular file".format(entry.path))
-        if entry.is_external:
-            raise RepositoryError(errno.EIO, "{}: external files (CVMFS_EXTERNAL_URL) are not supported by this "
-                                             "client".format(entry.path))
+        _check_readable(entry)
         chunks = loaded.catalog.chunks(entry) if entry.is_chunked else None
         return OpenFile(self.objects, entry, chunks)
+
+    def file_pieces(self, entry, loaded):
+        """``[(content hash, suffix, size)]``: the objects that make up a regular file, in order (its chunks, or
+        the whole file), for :func:`copy_objects`; raises as :meth:`open_entry` does."""
+        _check_readable(entry)
+        if entry.is_chunked:
+            return [(chunk.hash, SUFFIX_PARTIAL, chunk.size) for chunk in loaded.catalog.chunks(entry)]
+        return [(entry.hash, SUFFIX_NONE, entry.size)]
 
     def read(self, path, offset=0, size=None):
         with self.open_file(path) as f:
@@ -269,19 +271,13 @@ class OpenFile(object):
         return b"".join(pieces)
 
     def copy_to(self, out_fd):
-        """Write the whole file to ``out_fd``, object by object, letting the kernel copy (``sendfile``)."""
+        """Write the whole file to ``out_fd``, object by object, letting the kernel copy."""
         pieces = ([(self.entry.hash, SUFFIX_NONE, self.size)] if self._chunks is None else
                   [(c.hash, SUFFIX_PARTIAL, c.size) for c in self._chunks])
         for content_hash, suffix, size in pieces:
             f = self._acquire(content_hash, suffix, size)
             try:
-                offset = 0
-                while offset < size:
-                    sent = os.sendfile(out_fd, f.fileno(), offset, size - offset)
-                    if sent == 0:
-                        raise RepositoryError(errno.EIO, "{}: cached object {} is shorter than {} bytes".format(
-                            self.entry.path, content_hash.hex(), size))
-                    offset += sent
+                _copy_object(f, out_fd, size, self.entry.path, content_hash)
             finally:
                 self._release(f)
 
@@ -298,6 +294,59 @@ class OpenFile(object):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def _check_readable(entry):
+    if entry.is_directory:
+        raise RepositoryError(errno.EISDIR, "{}: is a directory".format(entry.path or "/"))
+    if not entry.is_regular:
+        raise RepositoryError(errno.EINVAL, "{}: not a regular file".format(entry.path))
+    if entry.is_external:
+        raise RepositoryError(errno.EIO, "{}: external files (CVMFS_EXTERNAL_URL) are not supported by this "
+                                         "client".format(entry.path))
+
+
+def copy_objects(objects, pieces, compression, out_fd, path):
+    """Write the objects ``pieces`` of the file ``path`` (:meth:`Repository.file_pieces`) one after the other to
+    ``out_fd``, fetching (and verifying) those not cached; the kernel copies the bytes."""
+    for content_hash, suffix, size in pieces:
+        with objects.open(content_hash, suffix, compression, size) as f:
+            _copy_object(f, out_fd, size, path, content_hash)
+
+
+def _copy_object(f, out_fd, size, path, content_hash):
+    if not copy_file(f.fileno(), out_fd, size):
+        raise RepositoryError(errno.EIO, "{}: cached object {} is shorter than {} bytes".format(
+            path, content_hash.hex(), size))
+
+
+_copy_file_range = getattr(os, "copy_file_range", None)  # Python 3.8+ on Linux
+
+
+def copy_file(source_fd, out_fd, size):
+    """Copy the first ``size`` bytes of ``source_fd`` to ``out_fd`` at its position, in the kernel:
+    ``copy_file_range`` (no copy through user space; a reflink where the file system can), else ``sendfile``.
+    False if ``source_fd`` is shorter."""
+    global _copy_file_range
+    offset = 0
+    while offset < size and _copy_file_range is not None:
+        try:
+            sent = _copy_file_range(source_fd, out_fd, size - offset, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+            if exc.errno != errno.EINVAL:  # not available here, or not between these file systems: stop trying
+                _copy_file_range = None
+            break
+        if sent == 0:
+            break  # the end of the source, or a file system that copies nothing: sendfile tells which
+        offset += sent
+    while offset < size:
+        sent = os.sendfile(out_fd, source_fd, offset, size - offset)
+        if sent == 0:
+            return False
+        offset += sent
+    return True
 
 
 def _canonical(path):
