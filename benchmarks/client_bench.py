@@ -4,9 +4,9 @@
     local files, as any download tool saves them (same number of threads, keep-alive, no verification, no
     decompression, no cache): the ratio of their throughputs;
 (b) warm export (everything cached) against copying the source tree natively (`shutil.copytree`).
-Both measured in the same run.
+Both measured in the same run, on a fresh file system (see scratch.py) unless ``--scratch`` names a directory.
 
-    .venv/bin/python benchmarks/client_bench.py --tree DIR [--threads 8]
+    .venv/bin/python benchmarks/client_bench.py --tree DIR [--threads 8] [--scratch DIR]
 """
 
 import argparse
@@ -15,7 +15,6 @@ import http.client
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from cvmfs_pilot.publish.chunking import ChunkSizes  # noqa: E402
 from support.client_env import write_config  # noqa: E402
 from support.nginx import nginx_serving  # noqa: E402
 from support.repo import make_keys, publish_tree  # noqa: E402
+
+from scratch import scratch_directory  # noqa: E402
 
 FQRN = "bench-client.cvmfs-pilot.org"
 
@@ -79,10 +80,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", required=True, help="the directory tree to publish (a Python installation)")
     parser.add_argument("--threads", type=int, default=export_module.WORKERS)
+    parser.add_argument("--scratch", metavar="DIR",
+                        help="work in a temporary directory under DIR instead of on a fresh file system")
     args = parser.parse_args()
     export_module.WORKERS = args.threads
-    work = Path(tempfile.mkdtemp(prefix="client-bench-"))
-    try:
+    with scratch_directory("client-bench-", args.scratch) as scratch:
+        work = Path(scratch)
         keys = make_keys(work / "keys", FQRN)
         storage = work / "srv" / FQRN
         publish_tree(args.tree, storage, FQRN, keys, chunk_sizes=ChunkSizes(), workers=os.cpu_count())
@@ -93,14 +96,16 @@ def main():
             for name in ("plain-warmup", "plain"):
                 os.mkdir(str(work / name))
             plain_download(base + "/" + FQRN, objects, args.threads, str(work / "plain-warmup"))  # warm nginx
+            os.sync()  # no dirty pages of earlier steps to write back while measuring
             plain_s, plain_bytes = plain_download(base + "/" + FQRN, objects, args.threads, str(work / "plain"))
+            os.sync()
             cold_s, report = export_once(config, work / "cold")
+            os.sync()
             warm_s, _ = export_once(config, work / "warm")
+        os.sync()
         start = time.perf_counter()
         shutil.copytree(args.tree, str(work / "native"), symlinks=True)
         native_s = time.perf_counter() - start
-    finally:
-        shutil.rmtree(str(work), ignore_errors=True)
     print("tree: {} ({} files, {:.1f} MB); {} threads".format(args.tree, report.files, report.bytes / 1e6,
                                                               args.threads))
     print("plain concurrent HTTP download of {} objects into files ({:.1f} MB stored): {:.2f} s, {:.1f} MB/s".format(

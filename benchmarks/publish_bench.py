@@ -6,7 +6,9 @@ unless that is a shared prefix such as /usr, then pass ``--tree``) and a generat
 Prints files/s, MB/s, the ratio to the baseline, the re-publish time of an unchanged tree relative to the first
 publish, and the publisher's peak memory on the full tree and on a tenth of it.
 
-    .venv/bin/python benchmarks/publish_bench.py [--tree DIR] [--big-mb 300] [--workers N]
+The repositories are written on a fresh file system (see scratch.py) unless ``--scratch`` names a directory.
+
+    .venv/bin/python benchmarks/publish_bench.py [--tree DIR] [--big-mb 300] [--workers N] [--scratch DIR]
 """
 
 import argparse
@@ -19,9 +21,10 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
+
+from scratch import scratch_directory
 
 FQRN = "bench.cvmfs-pilot.org"
 PIECE = 8 * 1024 * 1024  # the baseline compresses large files in pieces of the average chunk size
@@ -144,10 +147,11 @@ def main():
     parser.add_argument("--big-files", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--scratch", metavar="DIR",
+                        help="write in a temporary directory under DIR instead of on a fresh file system")
     args = parser.parse_args()
     tree = os.path.realpath(args.tree or default_tree())
-    workdir = tempfile.mkdtemp(prefix="publish-bench-")
-    try:
+    with scratch_directory("publish-bench-", args.scratch) as workdir:
         keys = os.path.join(workdir, "keys")
         subprocess.run([sys.executable, "-m", "cvmfs_pilot", "repo", "keys", FQRN, "--out", keys], check=True,
                        stdout=subprocess.DEVNULL)
@@ -157,8 +161,6 @@ def main():
         big = os.path.join(workdir, "big")
         generate_big_tree(big, args.big_files, args.big_mb)
         results.append(measure("large-files", big, workdir, keys, args.workers))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     header = ("corpus", "files", "megabytes", "workers", "baseline_s", "publish_s", "files_per_s", "mb_per_s",
               "ratio_to_baseline", "republish_fraction", "peak_rss_mb")
     print(" | ".join(header))

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import multiprocessing
 import os
+import signal
 import sqlite3
 import stat
 
@@ -85,7 +86,9 @@ def _assert_same_tree(src, out):
     return count
 
 
-def _assert_cache_consistent(cache):
+def _assert_cache_consistent(cache, killed=False):
+    """Every object file recorded and every record with its file; nothing left in txn/ unless a process was
+    ``killed`` (its temporary files are removed by a later Cache() once an hour old)."""
     with contextlib.closing(sqlite3.connect(str(cache / "cachedb"))) as db:
         recorded = {row[0]: row[1] for row in db.execute("SELECT hash, size FROM objects")}
         totals = db.execute("SELECT bytes, objects FROM totals").fetchone()
@@ -95,7 +98,8 @@ def _assert_cache_consistent(cache):
             on_disk[fan + name] = os.path.getsize(str(cache / fan / name))
     assert on_disk == recorded
     assert totals == (sum(recorded.values()), len(recorded))
-    assert os.listdir(str(cache / "txn")) == []
+    if not killed:
+        assert os.listdir(str(cache / "txn")) == []
     return recorded
 
 
@@ -185,6 +189,25 @@ def test_a_corrupted_object_fails_the_export_and_its_bytes_are_never_exposed(ser
     target = out / "a" / "f5.txt"
     assert not target.exists() or target.read_bytes() == b""  # created, but nothing unverified written to it
     _assert_cache_consistent(served["cache"])
+
+
+def test_a_killed_worker_process_fails_the_export_and_the_others_are_stopped(served, forking, monkeypatch):
+    write_file = export_module._write_file
+
+    def dying_on_f7(objects, task):
+        if task[0].endswith("f7.txt"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write_file(objects, task)
+
+    monkeypatch.setattr(export_module, "_write_file", dying_on_f7)  # the workers are forked with it
+    with open_with(served["config"], FQRN) as repository:
+        with pytest.raises(OSError) as raised:
+            export_module.export(repository, "/", str(served["tmp"] / "out"), processes=3)
+    assert raised.value.errno == errno.EIO
+    assert "was killed by signal {} before it finished".format(signal.SIGKILL) in str(raised.value)
+    assert len(forking) == 3
+    _all_reaped(forking)
+    _assert_cache_consistent(served["cache"], killed=True)
 
 
 def _export_in_a_process(config, out, queue):
