@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import stat
+import sys
 
 import pytest
 
@@ -16,6 +17,7 @@ from cvmfs_pilot.client import export as export_module
 from cvmfs_pilot.client import repository as repository_module
 
 from support.client_env import open_with, write_config
+from support.fuse_env import user_processes
 from support.repo import make_keys, publish_tree
 
 FQRN = "export.example.org"
@@ -234,6 +236,56 @@ def test_concurrent_exports_share_the_cache(served, forking):
     for out in outs:
         _assert_same_tree(served["src"], out)
     _assert_cache_consistent(served["cache"])
+
+
+@pytest.fixture
+def large_tree(tmp_path, nginx, unprivileged):
+    """A tree of more files than FORK_THRESHOLD served by nginx, with a configuration and a cache directory that
+    the unprivileged user can use: ``(scratch directory, source tree, configuration directory)``."""
+    scratch = unprivileged.scratch(tmp_path)
+    src = scratch / "src"
+    for i in range(export_module.FORK_THRESHOLD + 44):
+        directory = src / "d{}".format(i % 7)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "f{}".format(i)).write_bytes(os.urandom(i % 5) * (i * 37 % 3000))
+    keys = make_keys(tmp_path / "keys", FQRN)
+    publish_tree(src, tmp_path / "srv" / FQRN, FQRN, keys)
+    config = write_config(scratch / "etc", FQRN, nginx(tmp_path / "srv") + "/@fqrn@", keys / (FQRN + ".pub"),
+                          scratch / "cache")
+    (scratch / "cache").mkdir(exist_ok=True)
+    unprivileged.own(str(scratch / "cache"))
+    return scratch, src, config
+
+
+def _fs_get(unprivileged, config, out, *options):
+    return unprivileged.run([sys.executable, "-m", "cvmfs_pilot", "fs", "get", FQRN, "/", "--to", str(out),
+                             "--config-dir", str(config)] + list(options))
+
+
+def test_fs_get_of_a_large_tree_forks_worker_processes_as_an_unprivileged_user(large_tree, unprivileged):
+    """The command as a pilot runs it: no test settings, more files than FORK_THRESHOLD."""
+    scratch, src, config = large_tree
+    (scratch / "out").mkdir()
+    unprivileged.own(str(scratch / "out"))
+    got = _fs_get(unprivileged, config, scratch / "out" / "tree", "-v")
+    assert got.returncode == 0, got.stderr
+    assert "worker processes" in got.stderr
+    assert _assert_same_tree(src, scratch / "out" / "tree") == export_module.FORK_THRESHOLD + 44 + 7
+    _assert_cache_consistent(scratch / "cache" / "shared")
+    assert [p for p in user_processes(unprivileged.uid) if "cvmfs_pilot" in p[1]] == []
+
+
+def test_fs_get_says_which_directory_it_cannot_write(large_tree, unprivileged):
+    scratch, _, config = large_tree
+    locked = scratch / "locked"
+    locked.mkdir(0o555)
+    got = _fs_get(unprivileged, config, locked / "out")
+    assert got.returncode == 1
+    assert got.stderr == "cvmfs-pilot fs: error: Permission denied: {}\n".format(locked / "out")
+    got = _fs_get(unprivileged, config, "/tmp", "-o", "CVMFS_CACHE_BASE={}".format(scratch / "cache2"))
+    assert got.returncode == 1 and "Traceback" not in got.stderr
+    assert "cannot create the cache directory {}".format(scratch / "cache2" / "shared") in got.stderr
+    assert "set CVMFS_CACHE_BASE to a writable directory" in got.stderr
 
 
 def test_a_single_file_is_exported_in_this_process(served):

@@ -8,9 +8,10 @@ import time
 
 from cvmfs_pilot.cvmfs.der import DerError
 
+from .cache import CacheError
 from .config import DEFAULT_CONFIG_DIR, ConfigurationError
 from .export import export
-from .repository import RepositoryError
+from .repository import RepositoryError, error_text
 from .session import open_repository
 
 
@@ -124,7 +125,6 @@ def run(args, prog):
                         format="{}: %(levelname)s: %(message)s".format(prog))
     try:
         return _run(args, sys.stdout)
-    except (RepositoryError, ConfigurationError, DerError, OSError) as exc:
-        sys.stderr.write("{}: error: {}\n".format(prog, exc.strerror if isinstance(exc, OSError) and
-                                                  exc.strerror else exc))
+    except (RepositoryError, ConfigurationError, DerError, CacheError, OSError) as exc:
+        sys.stderr.write("{}: error: {}\n".format(prog, error_text(exc)))
         return 1

@@ -6,11 +6,13 @@ overwritten, and no name from a catalog can lead outside the target.
 
 This process walks the catalogs and creates the directories; the files are written by ``workers`` threads. A large
 export spreads them over worker processes forked from this one (``processes``, by default two per usable CPU, at
-most ``workers``), each with a share of the threads, its own connections and its own handle on the shared cache,
-whose stores it records in batches: the interpreter runs Python code in one thread at a time, and a cold export
-is mostly Python work (HTTP, decompression and hashing glue, cache bookkeeping) between system calls. The files
-are dealt to the processes by content hash, so the files that share an object are written by one process, which
-fetches that object once. Every object is verified against its content hash before its bytes reach the target.
+most ``workers``; only while this process runs no other thread and has no other connection to the cache
+database, which a child could not use safely), each with a share of the threads, its own connections and its
+own handle on the shared cache, whose stores it records in batches: the interpreter runs Python code in one
+thread at a time, and a cold export is mostly Python work (HTTP, decompression and hashing glue, cache
+bookkeeping) between system calls. The files are dealt to the processes by content hash, so the files that share
+an object are written by one process, which fetches that object once. Every object is verified against its
+content hash before its bytes reach the target.
 """
 
 import concurrent.futures
@@ -29,7 +31,7 @@ from cvmfs_pilot.cvmfs import paths
 
 from .cache import CacheError
 from .objects import ObjectFetcher
-from .repository import RepositoryError, copy_objects
+from .repository import RepositoryError, copy_objects, error_text
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +250,8 @@ class _Writers(object):
                     break
         if len(self._children) == 1:  # one worker process gains nothing over threads of this one
             self._children.pop().result()
+        if self._children:
+            log.info("writing the files with %d worker processes of %d threads", len(self._children), threads)
 
     def _send(self, tasks, everything=False):
         """Deal ``tasks`` to the workers by the content hash of their first object; send them once there are
@@ -369,7 +373,7 @@ def _child_main(repository, downloader, threads, tasks_fd, results_fd):
         finally:
             objects.close()  # records the deferred stores
     except Exception as exc:
-        answer = ("error", type(exc).__name__, getattr(exc, "errno", None) or errno.EIO, _describe(exc))
+        answer = ("error", type(exc).__name__, getattr(exc, "errno", None) or errno.EIO, error_text(exc))
     _write_message(results_fd, answer)
 
 
@@ -416,12 +420,6 @@ def _write_all(objects, threads, tasks_fd, stopping):
     if any(future.cancelled() for future in futures):
         raise RepositoryError(errno.EINTR, "stopped by the exporting process")
     return len(futures), sum(future.result() for future in futures)
-
-
-def _describe(exc):
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (": {}".format(exc.filename) if exc.filename else "")
-    return str(exc) or type(exc).__name__
 
 
 def _failure(answer):

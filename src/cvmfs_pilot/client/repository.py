@@ -25,6 +25,14 @@ class RepositoryError(OSError):
         OSError.__init__(self, code, message)
 
 
+def error_text(exc):
+    """What an error says, for a person: an OSError's text with the file it concerns (``str()`` of an OSError
+    shows its errno too)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (": {}".format(exc.filename) if exc.filename else "")
+    return str(exc) or type(exc).__name__
+
+
 class Stat(object):
     """The fields of ``struct stat`` that the repository defines. ``uid``/``gid`` of None: the published owner
     (``CVMFS_CLAIM_OWNERSHIP=no``); otherwise the client's user owns everything."""

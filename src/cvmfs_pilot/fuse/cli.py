@@ -26,7 +26,9 @@ import signal
 import sys
 
 from cvmfs_pilot.client import cli as client_cli
+from cvmfs_pilot.client.cache import CacheError
 from cvmfs_pilot.client.config import DEFAULT_CONFIG_DIR, ConfigurationError
+from cvmfs_pilot.client.repository import error_text
 from cvmfs_pilot.client.session import open_repository
 from cvmfs_pilot.client.shellvars import ShellVariables
 
@@ -98,8 +100,7 @@ def main(argv, prog):
 
 
 def _fail(prog, exc):
-    sys.stderr.write("{}: error: {}\n".format(prog, exc.strerror if isinstance(exc, OSError) and exc.strerror
-                                              else exc))
+    sys.stderr.write("{}: error: {}\n".format(prog, error_text(exc)))
     return 1
 
 
@@ -139,7 +140,7 @@ def mount_command(args, prog):
     def serve(announce):
         try:
             return _serve(args, options, announce)
-        except (OSError, ValueError, ProtocolError) as exc:  # ValueError: configuration, keys, catalogs
+        except (OSError, ValueError, ProtocolError, CacheError) as exc:  # ValueError: configuration, keys, catalogs
             return _fail(prog, exc)
 
     if args.foreground:

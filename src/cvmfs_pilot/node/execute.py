@@ -28,7 +28,9 @@ import signal
 import stat
 import sys
 
+from cvmfs_pilot.client.cache import CacheError
 from cvmfs_pilot.client.export import export
+from cvmfs_pilot.client.repository import error_text
 from cvmfs_pilot.client.session import open_repository
 from cvmfs_pilot.node import cleanup, control, decide, engines, mounter, namespaces, records
 
@@ -294,8 +296,8 @@ def run_export(request):
             destination = os.path.join(request.mount_dir, fqrn, (path if is_directory else
                                                                  os.path.dirname(path)).lstrip("/"))
             export(opened[fqrn], path, destination)
-    except (OSError, ValueError) as exc:
-        raise SetupFailed("cannot export {}: {}".format(", ".join(request.subtrees), exc))
+    except (OSError, ValueError, CacheError) as exc:
+        raise SetupFailed("cannot export {}: {}".format(", ".join(request.subtrees), error_text(exc)))
     finally:
         for repository in opened.values():
             repository.close()
