@@ -1,18 +1,28 @@
 """Writing one catalog database (schema 2.5 revision 7) with the statistics counters the real client demands."""
 
+import hashlib
+import shutil
 import sqlite3
 import stat as statmod
+import struct
 
 from cvmfs_pilot.cvmfs import catalog as fmt
 from cvmfs_pilot.cvmfs import paths
 
 from .errors import PublishError
 
-_INSERT_ENTRY = ("INSERT INTO catalog (md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, "
-                 "mtime, mtimens, flags, name, symlink, uid, gid, xattr) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ENTRY_COLUMNS = ("md5path_1, md5path_2, parent_1, parent_2, hardlinks, hash, size, mode, mtime, mtimens, flags, "
+                  "name, symlink, uid, gid, xattr")
+_INSERT_ENTRY = "INSERT INTO catalog ({}) VALUES ({})".format(_ENTRY_COLUMNS, ", ".join("?" * 16))
 _BATCH_ROWS = 1024
-_INSERT_CHUNK = "INSERT INTO chunks (md5path_1, md5path_2, offset, size, hash) VALUES (?, ?, ?, ?, ?)"
+_CHUNK_COLUMNS = "md5path_1, md5path_2, offset, size, hash"
+_INSERT_CHUNK = "INSERT INTO chunks ({}) VALUES (?, ?, ?, ?, ?)".format(_CHUNK_COLUMNS)
+_MD5_HALVES = struct.Struct("<qq")
+
+
+def _md5_pair(path):
+    """:func:`cvmfs.paths.md5_pair` of a text path, without its per-call checks (one call per row)."""
+    return _MD5_HALVES.unpack(hashlib.md5(path.encode("utf-8", "surrogateescape")).digest())
 
 
 class Counters:
@@ -60,21 +70,76 @@ def catalog_error(exc, root_prefix):
     return PublishError("cannot write the catalog of {}: {}".format(where, exc))
 
 
+def _fetch(cursor, count):
+    return cursor.fetchmany(count) if count else []  # fetchmany(0) would fetch the default arraysize
+
+
+class _PreviousRows:
+    """The rows of the previous revision's catalog (attached as ``previous``), read in order alongside the new
+    ones: while the new rows repeat them, nothing needs writing."""
+
+    def __init__(self, db):
+        self._db = db
+        self._entries = db.execute("SELECT {} FROM previous.catalog ORDER BY rowid".format(_ENTRY_COLUMNS))
+        self._chunks = db.execute("SELECT {} FROM previous.chunks ORDER BY rowid".format(_CHUNK_COLUMNS))
+        self._entry_count = 0
+        self._chunk_count = 0
+
+    @staticmethod
+    def usable(db):
+        """Whether the attached catalog has exactly the schema just created and no bind mountpoints."""
+        schema = "SELECT type, name, tbl_name, sql FROM {}.sqlite_master ORDER BY rowid"
+        return (db.execute(schema.format("previous")).fetchall() == db.execute(schema.format("main")).fetchall()
+                and db.execute("SELECT 1 FROM previous.bind_mountpoints LIMIT 1").fetchone() is None)
+
+    def repeat(self, rows, chunk_rows):
+        """Whether ``rows`` and ``chunk_rows`` are the next previous rows; if so they are consumed."""
+        if _fetch(self._entries, len(rows)) != rows or _fetch(self._chunks, len(chunk_rows)) != chunk_rows:
+            return False
+        self._entry_count += len(rows)
+        self._chunk_count += len(chunk_rows)
+        return True
+
+    def all_repeated(self):
+        """Whether every previous row, nested catalogs included, has been repeated."""
+        nested = "SELECT path, sha1, size FROM {}.nested_catalogs ORDER BY rowid"
+        return (self._entries.fetchone() is None and self._chunks.fetchone() is None
+                and self._db.execute(nested.format("previous")).fetchall()
+                == self._db.execute(nested.format("main")).fetchall())
+
+    def copy_repeated(self):
+        """Write the repeated rows into the new catalog, as if they had been added one by one."""
+        self._entries.close()
+        self._chunks.close()
+        self._db.execute("INSERT INTO catalog ({0}) SELECT {0} FROM previous.catalog ORDER BY rowid LIMIT ?"
+                         .format(_ENTRY_COLUMNS), (self._entry_count,))
+        self._db.execute("INSERT INTO chunks ({0}) SELECT {0} FROM previous.chunks ORDER BY rowid LIMIT ?"
+                         .format(_CHUNK_COLUMNS), (self._chunk_count,))
+
+
 class CatalogWriter:
     """Builds one catalog file. Rows are added directory by directory; :meth:`finish` writes the properties and
-    statistics and closes the database."""
+    statistics and closes the database.
 
-    def __init__(self, filename, root_prefix):
+    Given the previous revision's catalog file of the same place, rows that repeat it in order are not written:
+    at the first difference the repeated ones are copied over, and if there is none the new catalog is a copy of
+    the previous one with new properties and statistics."""
+
+    def __init__(self, filename, root_prefix, previous_file=None):
         self.filename = str(filename)
         self.root_prefix = root_prefix
+        self._previous_file = previous_file
         self.counters = Counters()
         self.hardlink_groups = 0  # the last hard-link group number handed out in this catalog
-        self._db = sqlite3.connect(self.filename, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")  # a scratch file until finish(); not a persistent setting
-        self._db.execute("PRAGMA synchronous=OFF")
+        self._db = _open(self.filename)
+        if previous_file is not None:
+            self._db.execute("ATTACH DATABASE ? AS previous", (str(previous_file),))
         self._db.execute("BEGIN")
         for ddl in fmt.SCHEMA_DDL:
             self._db.execute(ddl)
+        self._previous = None  # rows of previous_file, while the new ones repeat them
+        if previous_file is not None and _PreviousRows.usable(self._db):
+            self._previous = _PreviousRows(self._db)
         self._parent = (None, None)  # the last parent path and its MD5 key
         self._rows = []  # entry rows waiting for one executemany
         self._chunk_rows = []
@@ -90,14 +155,14 @@ class CatalogWriter:
 
     def _add(self, path, mode, size, mtime, mtimens, flags, content_hash, symlink, uid, gid, hardlinks, xattr,
              chunks):
-        md5 = paths.md5_pair(path)
+        md5 = _md5_pair(path)
         if path == paths.ROOT_PATH:
             parent = (0, 0)
             name = ""
         else:
             directory, name = path.rsplit("/", 1)
             if directory != self._parent[0]:  # entries come directory by directory
-                self._parent = (directory, paths.md5_pair(directory))
+                self._parent = (directory, _md5_pair(directory))
             parent = self._parent[1]
         self._rows.append((md5[0], md5[1], parent[0], parent[1], hardlinks,
                            content_hash.digest if content_hash else None, size, mode, mtime, mtimens, flags, name,
@@ -108,8 +173,12 @@ class CatalogWriter:
             self._flush()
 
     def _flush(self):
-        self._db.executemany(_INSERT_ENTRY, self._rows)
-        self._db.executemany(_INSERT_CHUNK, self._chunk_rows)
+        if self._previous is not None and not self._previous.repeat(self._rows, self._chunk_rows):
+            self._previous.copy_repeated()
+            self._previous = None
+        if self._previous is None:
+            self._db.executemany(_INSERT_ENTRY, self._rows)
+            self._db.executemany(_INSERT_CHUNK, self._chunk_rows)
         self._rows, self._chunk_rows = [], []
 
     def add_nested(self, path, content_hash, size, statistics):
@@ -130,6 +199,11 @@ class CatalogWriter:
 
     def _finish(self, revision, last_modified, previous_revision, ttl):
         self._flush()
+        if self._previous is not None:
+            if self._previous.all_repeated():
+                self._reopen_copy_of_previous()
+            else:
+                self._previous.copy_repeated()
         properties = {
             "schema": fmt.SCHEMA,
             "schema_revision": str(fmt.SCHEMA_REVISION),
@@ -149,11 +223,28 @@ class CatalogWriter:
         self._db.close()
         return statistics
 
+    def _reopen_copy_of_previous(self):
+        """Replace the (empty) new catalog by a copy of the previous one, without its properties and statistics."""
+        self._db.execute("ROLLBACK")
+        self._db.close()
+        shutil.copyfile(self._previous_file, self.filename)
+        self._db = _open(self.filename)
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM properties")
+        self._db.execute("DELETE FROM statistics")
+
     def abort(self):
         try:
             self._db.close()
         except sqlite3.Error:
             pass
+
+
+def _open(filename):
+    db = sqlite3.connect(filename, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")  # a scratch file until finish(); not a persistent setting
+    db.execute("PRAGMA synchronous=OFF")
+    return db
 
 
 def same_content(new_file, old_file):

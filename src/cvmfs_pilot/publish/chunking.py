@@ -11,11 +11,13 @@ Callers apply CernVM-FS's rules around the chunker: a file of at most ``minimum`
 a file that comes out as a single piece is stored as a normal, unchunked file.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import numpy as np
+np = None  # numpy, imported by the first chunking call: a publish that reads no file never needs it
 
 MiB = 1 << 20
 DEFAULT_MINIMUM = 4 * MiB
@@ -47,6 +49,7 @@ class ChunkSizes:
 def cut_points(data: bytes | memoryview, sizes: ChunkSizes) -> list[int]:
     """Offsets where a new chunk starts, in order; 0 is not included, so ``[]`` means a single piece (always the
     case for data of at most ``sizes.minimum`` bytes)."""
+    _import_numpy()
     view = np.frombuffer(data, np.uint8)
     candidates = _candidates(view, 0, _threshold(sizes))
     return _next_cuts(0, candidates, len(view), sizes)
@@ -58,6 +61,7 @@ def iter_chunks(fileobj: BinaryIO, sizes: ChunkSizes, block: int = BLOCK_SIZE) -
     file has no chunks."""
     if block < 1:
         raise ValueError(f"block must be at least 1 byte; got {block}")
+    _import_numpy()
     threshold = _threshold(sizes)
     start = 0  # offset of the chunk being collected
     pending = bytearray()  # the data from start up to what has been read
@@ -78,6 +82,14 @@ def iter_chunks(fileobj: BinaryIO, sizes: ChunkSizes, block: int = BLOCK_SIZE) -
         candidates = candidates[np.searchsorted(candidates, start):]
     if pending:
         yield start, bytes(pending)
+
+
+def _import_numpy():
+    global np
+    if np is None:
+        import numpy
+
+        np = numpy
 
 
 def _threshold(sizes: ChunkSizes) -> np.int32:

@@ -3,7 +3,8 @@
 import os
 from collections import OrderedDict
 
-from cvmfs_pilot.cvmfs.catalog import Catalog, CatalogError
+from cvmfs_pilot.cvmfs import paths
+from cvmfs_pilot.cvmfs.catalog import FLAG_CHUNKED, Catalog, CatalogError
 from cvmfs_pilot.cvmfs.compression import ZLIB
 from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG
 
@@ -67,12 +68,21 @@ class PreviousRevision:
         return ref if ref is not None and ref.path == path else None
 
     def listing(self, path):
-        """``{name: (Entry, chunks)}`` of directory ``path``; empty if it did not exist."""
+        """``{name: (flags, size, mtime, mtimens, raw hash, chunks)}`` of directory ``path``, straight from the
+        catalog rows (only chunked files cost a lookup); empty if it did not exist."""
         catalog, _ = self.catalog_holding(path)
-        entry = catalog.lookup(path)
-        if entry is None or not entry.is_directory:
-            return {}
-        return {e.name: (e, catalog.chunks(e) if e.is_chunked else []) for e in catalog.listing(path)}
+        listing = {}
+        for name, flags, size, mtime, mtimens, raw_hash in catalog.file_rows(path):
+            chunks = catalog.chunks(catalog.lookup(paths.join(path, name))) if flags & FLAG_CHUNKED else []
+            listing[name] = (flags, size, mtime, mtimens, raw_hash, chunks)
+        return listing
+
+    def catalog_file_at(self, path):
+        """The file of the catalog whose root is directory ``path``, or None if there was none."""
+        if path == paths.ROOT_PATH:
+            return self.root.filename
+        ref = self.nested_ref(path)
+        return self.catalog_file(ref) if ref is not None else None
 
     def catalog_file(self, ref):
         return load_catalog_file(self.storage, ref.hash, ref.size, self.directory)

@@ -34,16 +34,21 @@ class SourceEntry:
 
 
 def _check_name(raw_name, directory_abspath):
-    where = os.path.join(directory_abspath, raw_name).decode("utf-8", "backslashreplace")
     try:
         name = raw_name.decode("utf-8")
     except UnicodeDecodeError:
         raise PublishError("{}: the name is not valid UTF-8; CernVM-FS catalogs store names as UTF-8 text. "
-                           "Rename it (for example with convmv) and publish again".format(where))
+                           "Rename it (for example with convmv) and publish again".format(
+                               _shown(directory_abspath, raw_name)))
     if "\n" in name or "\r" in name:
         raise PublishError("{!r}: the name contains a line break, which CernVM-FS clients and tools cannot "
-                           "handle; rename it and publish again".format(where))
+                           "handle; rename it and publish again".format(_shown(directory_abspath, raw_name)))
     return name
+
+
+def _shown(directory_abspath, raw_name):
+    """A source path for messages, whatever the encoding of its last name."""
+    return os.path.join(os.fsencode(directory_abspath), raw_name).decode("utf-8", "backslashreplace")
 
 
 def read_xattrs(abspath, what):
@@ -69,18 +74,31 @@ def read_xattrs(abspath, what):
 
 def scan_directory(abspath, path):
     """The entries of one source directory, sorted by name, each lstat'ed and validated."""
-    raw_dir = os.fsencode(abspath)
     try:
-        raw_names = sorted(os.listdir(raw_dir))
+        dir_fd = os.open(abspath, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise PublishError("cannot read directory {}: {}; make it readable or remove it from the source".format(
             abspath, exc.strerror))
+    try:
+        return _scan(dir_fd, abspath, path)
+    finally:
+        os.close(dir_fd)
+
+
+def _scan(dir_fd, abspath, path):
+    """:func:`scan_directory` on the open directory ``dir_fd``: names are looked up relative to it."""
+    try:
+        raw_names = sorted(os.fsencode(name) for name in os.listdir(dir_fd))
+    except OSError as exc:
+        raise PublishError("cannot read directory {}: {}; make it readable or remove it from the source".format(
+            abspath, exc.strerror))
+    prefix = abspath.rstrip("/") + "/"
     entries = []
     for raw in raw_names:
-        name = _check_name(raw, raw_dir)
-        entry_abspath = os.path.join(abspath, name)
+        name = _check_name(raw, abspath)
+        entry_abspath = prefix + name
         try:
-            st = os.lstat(entry_abspath)
+            st = os.lstat(raw, dir_fd=dir_fd)
         except FileNotFoundError:
             continue  # removed while we read the directory; it is simply not part of this revision
         except OSError as exc:
@@ -88,7 +106,7 @@ def scan_directory(abspath, path):
         symlink = ""
         if statmod.S_ISLNK(st.st_mode):
             try:
-                target = os.readlink(os.fsencode(entry_abspath))
+                target = os.readlink(raw, dir_fd=dir_fd)
             except OSError as exc:
                 raise PublishError("cannot read symlink {}: {}".format(entry_abspath, exc.strerror))
             try:

@@ -12,7 +12,7 @@ from collections import deque
 
 from cvmfs_pilot.cvmfs import catalog as fmt
 from cvmfs_pilot.cvmfs import paths, xattrs
-from cvmfs_pilot.cvmfs.compression import compress
+from cvmfs_pilot.cvmfs.compression import NONE, compress
 from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, SUFFIX_NONE, ContentHash
 
 from .catalog_writer import CatalogWriter, same_content
@@ -25,6 +25,7 @@ _BATCH_FILES = 64
 _BATCH_BYTES = 32 * 1024 * 1024
 _WINDOW_FILES = 4096
 _WINDOW_DIRECTORIES = 256
+_KIND_FLAGS = fmt.FLAG_FILE | fmt.FLAG_LINK | fmt.FLAG_SPECIAL | fmt.FLAG_EXTERNAL
 
 
 class BuildStats:
@@ -51,7 +52,8 @@ class _Pending:
 
 
 def _time_fields(st):
-    return dict(mtime=st.st_mtime_ns // 10**9, mtimens=st.st_mtime_ns % 10**9)
+    mtime, mtimens = divmod(st.st_mtime_ns, 10**9)
+    return dict(mtime=mtime, mtimens=mtimens)
 
 
 class TreeBuilder:
@@ -91,7 +93,8 @@ class TreeBuilder:
     def _new_writer(self, root_prefix):
         self._catalog_count += 1
         filename = os.path.join(self.workdir, "catalog-{}.db".format(self._catalog_count))
-        return CatalogWriter(filename, root_prefix)
+        previous_file = self.previous.catalog_file_at(root_prefix) if self.previous is not None else None
+        return CatalogWriter(filename, root_prefix, previous_file)
 
     def _directory(self, directory, writer, parent_writer):
         """Add ``directory`` (its own row goes to ``parent_writer``, None for the root) and everything below."""
@@ -139,7 +142,8 @@ class TreeBuilder:
         batch, batch_bytes = [], 0
         ingested_inodes = {}
         for entry in entries:
-            mode = entry.mode
+            st = entry.st
+            mode = st.st_mode
             if statmod.S_ISDIR(mode):
                 continue
             row = self._common(entry)
@@ -148,19 +152,20 @@ class TreeBuilder:
                 writer.add(size=len(target), symlink=entry.symlink, flags=fmt.entry_flags(mode), **row)
                 continue
             if not statmod.S_ISREG(mode):
-                size = entry.st.st_rdev if (statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode)) else 0
+                size = st.st_rdev if (statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode)) else 0
                 writer.add(size=size, flags=fmt.entry_flags(mode), **row)
                 continue
-            inode = (entry.st.st_dev, entry.st.st_ino)
+            inode = (st.st_dev, st.st_ino)
             group, links = groups.get(inode, (0, 1))
-            row.update(size=entry.st.st_size, hardlinks=fmt.hardlinks_value(group, links))
+            row.update(size=st.st_size, hardlinks=fmt.hardlinks_value(group, links))
             self.stats.files += 1
-            self.stats.bytes += entry.st.st_size
+            self.stats.bytes += st.st_size
             previous = old.get(entry.name)
-            if self._reusable(entry, previous):
-                old_row, chunks = previous
-                pending.rows.append((dict(row, content_hash=old_row.hash, chunks=chunks,
-                                          flags=self._file_flags(old_row.hash, chunks)), None))
+            if previous is not None and self._reusable(st, previous):
+                raw_hash, chunks = previous[4:]
+                content_hash = ContentHash(self.settings.algorithm, raw_hash) if raw_hash else None
+                row.update(content_hash=content_hash, chunks=chunks, flags=self._file_flags(content_hash, chunks))
+                pending.rows.append((row, None))
                 continue
             if inode in ingested_inodes:  # another name of a hard link already being ingested
                 pending.rows.append((row, ingested_inodes[inode]))
@@ -168,8 +173,8 @@ class TreeBuilder:
             slot = (len(pending.batches), len(batch))
             ingested_inodes[inode] = slot
             pending.rows.append((row, slot))
-            batch.append((entry.abspath, entry.st.st_size, entry.st.st_mtime_ns))
-            batch_bytes += entry.st.st_size
+            batch.append((entry.abspath, st.st_size, st.st_mtime_ns))
+            batch_bytes += st.st_size
             if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
                 self._submit(pending, batch)
                 batch, batch_bytes = [], 0
@@ -211,12 +216,13 @@ class TreeBuilder:
                 self.stats.objects_stored += result.objects_stored
                 self.stats.bytes_stored += result.bytes_stored
         for row, slot in pending.rows:
-            if slot is not None:
-                result = results[slot[0]][slot[1]]
-                row = dict(row, content_hash=result.hash, chunks=result.chunks,
-                           flags=self._file_flags(result.hash, result.chunks))
-                self.stats.bytes_ingested += row["size"]
-            pending.writer.add(**row)
+            if slot is None:
+                pending.writer.add(**row)
+                continue
+            result = results[slot[0]][slot[1]]
+            self.stats.bytes_ingested += row["size"]
+            pending.writer.add(content_hash=result.hash, chunks=result.chunks,
+                               flags=self._file_flags(result.hash, result.chunks), **row)
 
     def _drain(self):
         while self._pending:
@@ -230,26 +236,26 @@ class TreeBuilder:
             blob = xattrs.encode(entry.xattrs) if entry.xattrs else None
         except xattrs.XattrBlobError as exc:
             raise PublishError("{}: {}".format(entry.abspath, exc))
-        return dict(path=entry.path, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, xattr=blob,
-                    **_time_fields(st))
+        mtime, mtimens = divmod(st.st_mtime_ns, 10**9)
+        return dict(path=entry.path, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, xattr=blob, mtime=mtime,
+                    mtimens=mtimens)
 
     def _file_flags(self, content_hash, chunks):
         return fmt.entry_flags(statmod.S_IFREG, self.settings.algorithm, self.settings.compression,
                                chunked=bool(chunks), has_hash=content_hash is not None)
 
-    def _reusable(self, entry, previous):
-        """Whether the previous revision's row for this name can stand for the file without reading it."""
-        if previous is None:
+    def _reusable(self, st, previous):
+        """Whether the previous revision's row ``(flags, size, mtime, mtimens, raw hash, chunks)`` for this name
+        can stand for the file with status ``st`` without reading it."""
+        flags, size, mtime, mtimens, raw_hash, chunks = previous
+        if flags & _KIND_FLAGS != fmt.FLAG_FILE or size != st.st_size:  # only a regular, non-external file
             return False
-        row, chunks = previous
-        st = entry.st
-        if not row.is_regular or row.is_external or row.size != st.st_size:
+        if (mtime, mtimens or 0) != divmod(st.st_mtime_ns, 10**9):
             return False
-        if (row.mtime, row.mtimens or 0) != (st.st_mtime_ns // 10**9, st.st_mtime_ns % 10**9):
+        compressed = (flags & fmt.COMPRESSION_MASK) >> fmt.COMPRESSION_SHIFT != 1
+        if compressed != (self.settings.compression != NONE) or not (raw_hash or chunks):
             return False
-        if row.compression != self.settings.compression or (row.hash is None and not chunks):
-            return False
-        if (row.hash or chunks[0].hash).algorithm != self.settings.algorithm:
+        if ((flags & fmt.HASH_ALGO_MASK) >> fmt.HASH_ALGO_SHIFT) + 1 != self.settings.algorithm:
             return False
         sizes = self.settings.chunk_sizes
         if sizes is None or st.st_size <= sizes.minimum:
