@@ -1,5 +1,6 @@
 """A catalog written next to the previous revision's one: rows that repeat it are copied, never changed."""
 
+import os
 import sqlite3
 import stat
 
@@ -78,3 +79,37 @@ def test_repeated_rows_are_copied_not_inserted(tmp_path, monkeypatch, change, co
     monkeypatch.setattr(CatalogWriter, "_reopen_copy_of_previous", lambda writer: seen.append("file") or reopen(writer))
     _write(tmp_path / "written.db", previous_file=previous, revision=2, **change)
     assert seen == (["file"] if copied_file else [copied_rows])
+
+
+def _open_in_this_process(path):
+    target = os.stat(str(path))
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        found.append((st.st_dev, st.st_ino) == (target.st_dev, target.st_ino))
+    return any(found)
+
+
+@pytest.mark.parametrize("finish", [False, True])
+def test_a_writer_leaves_no_file_open_while_it_still_exists(tmp_path, finish):
+    """Closing a connection with a statement still open leaves its files open until the statement is collected:
+    a full-disk test could not unmount its file system while the failed writer lived on in a traceback."""
+    previous = _write(tmp_path / "previous.db")
+    writer = CatalogWriter(tmp_path / "written.db", "", previous)
+    writer.add(path="", mode=stat.S_IFDIR | 0o755, size=4096, mtime=1, mtimens=0, flags=fmt.FLAG_DIR)
+    for i in range(1500):  # one batch repeated, the next one started
+        writer.add(path="/f{:05d}".format(i), mode=stat.S_IFREG | 0o644, size=i, mtime=i, mtimens=0,
+                   flags=fmt.FLAG_FILE | (fmt.FLAG_CHUNKED if i % 500 == 7 else 0),
+                   content_hash=ContentHash(SHA1, bytes([i % 251]) * 20),
+                   chunks=[Chunk(0, i // 2, ContentHash(SHA1, b"\x00" * 20)),
+                           Chunk(i // 2, i - i // 2, ContentHash(SHA1, b"\x01" * 20))] if i % 500 == 7 else ())
+    assert _open_in_this_process(previous)
+    if finish:
+        writer.finish(2, 1002)
+    else:
+        writer.abort()
+    assert not _open_in_this_process(previous)
+    assert not _open_in_this_process(tmp_path / "written.db")

@@ -107,10 +107,15 @@ class _PreviousRows:
                 and self._db.execute(nested.format("previous")).fetchall()
                 == self._db.execute(nested.format("main")).fetchall())
 
-    def copy_repeated(self):
-        """Write the repeated rows into the new catalog, as if they had been added one by one."""
+    def close(self):
+        """Release the reading statements: a connection closed with a statement still open stays open (and keeps
+        its files open) until that statement is garbage-collected."""
         self._entries.close()
         self._chunks.close()
+
+    def copy_repeated(self):
+        """Write the repeated rows into the new catalog, as if they had been added one by one."""
+        self.close()
         self._db.execute("INSERT INTO catalog ({0}) SELECT {0} FROM previous.catalog ORDER BY rowid LIMIT ?"
                          .format(_ENTRY_COLUMNS), (self._entry_count,))
         self._db.execute("INSERT INTO chunks ({0}) SELECT {0} FROM previous.chunks ORDER BY rowid LIMIT ?"
@@ -225,6 +230,7 @@ class CatalogWriter:
 
     def _reopen_copy_of_previous(self):
         """Replace the (empty) new catalog by a copy of the previous one, without its properties and statistics."""
+        self._previous.close()
         self._db.execute("ROLLBACK")
         self._db.close()
         shutil.copyfile(self._previous_file, self.filename)
@@ -235,6 +241,8 @@ class CatalogWriter:
 
     def abort(self):
         try:
+            if self._previous is not None:
+                self._previous.close()
             self._db.close()
         except sqlite3.Error:
             pass
