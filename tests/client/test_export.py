@@ -16,9 +16,8 @@ import pytest
 from cvmfs_pilot.client import export as export_module
 from cvmfs_pilot.client import repository as repository_module
 
-from support.client_env import open_with, write_config
+from support.client_env import open_with, publish_and_serve
 from support.fuse_env import user_processes
-from support.repo import make_keys, publish_tree
 
 FQRN = "export.example.org"
 FILES = 40
@@ -41,13 +40,9 @@ def _tree(root):
 
 @pytest.fixture
 def served(tmp_path, nginx):
-    keys = make_keys(tmp_path / "keys", FQRN)
     src = _tree(tmp_path / "src")
-    srv = tmp_path / "srv"
-    publish_tree(src, srv / FQRN, FQRN, keys)
-    base = nginx(srv)
-    config = write_config(tmp_path / "etc", FQRN, base + "/@fqrn@", keys / (FQRN + ".pub"), tmp_path / "cache")
-    return dict(src=src, storage=srv / FQRN, config=config, cache=tmp_path / "cache" / "shared", tmp=tmp_path)
+    served = publish_and_serve(src, FQRN, tmp_path, nginx, tmp_path / "etc", tmp_path / "cache")
+    return dict(served, src=src, cache=tmp_path / "cache" / "shared", tmp=tmp_path)
 
 
 @pytest.fixture
@@ -248,10 +243,7 @@ def large_tree(tmp_path, nginx, unprivileged):
         directory = src / "d{}".format(i % 7)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "f{}".format(i)).write_bytes(os.urandom(i % 5) * (i * 37 % 3000))
-    keys = make_keys(tmp_path / "keys", FQRN)
-    publish_tree(src, tmp_path / "srv" / FQRN, FQRN, keys)
-    config = write_config(scratch / "etc", FQRN, nginx(tmp_path / "srv") + "/@fqrn@", keys / (FQRN + ".pub"),
-                          scratch / "cache")
+    config = publish_and_serve(src, FQRN, tmp_path, nginx, scratch / "etc", scratch / "cache")["config"]
     (scratch / "cache").mkdir(exist_ok=True)
     unprivileged.own(str(scratch / "cache"))
     return scratch, src, config

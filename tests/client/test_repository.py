@@ -14,7 +14,7 @@ import pytest
 from cvmfs_pilot.client.repository import RepositoryError
 from cvmfs_pilot.cvmfs.hashing import SUFFIX_CATALOG, SUFFIX_CERTIFICATE
 
-from support.client_env import open_with, unpack_fixture, write_config
+from support.client_env import open_with, publish_and_serve, unpack_fixture, write_config
 from support.repo import make_keys, publish_tree, read_manifest
 
 FQRN = "client.example.org"
@@ -38,13 +38,9 @@ def _tree(root):
 @pytest.fixture
 def served(tmp_path, nginx):
     """Our repository published into <tmp>/srv/<fqrn>, served by nginx, and a client configuration for it."""
-    keys = make_keys(tmp_path / "keys", FQRN)
     src = _tree(tmp_path / "src")
-    srv = tmp_path / "srv"
-    publish_tree(src, srv / FQRN, FQRN, keys, ttl=1)
-    base = nginx(srv)
-    config = write_config(tmp_path / "etc", FQRN, base + "/@fqrn@", keys / (FQRN + ".pub"), tmp_path / "cache")
-    return dict(keys=keys, src=src, storage=srv / FQRN, base=base, config=config, tmp=tmp_path)
+    served = publish_and_serve(src, FQRN, tmp_path, nginx, tmp_path / "etc", tmp_path / "cache", ttl=1)
+    return dict(served, src=src, tmp=tmp_path)
 
 
 def _compare_with_source(repository, src):

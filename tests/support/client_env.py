@@ -7,6 +7,8 @@ import tarfile
 from cvmfs_pilot.client.session import open_repository
 from cvmfs_pilot.publish.resign import resign
 
+from .repo import make_keys, publish_tree
+
 
 def write_config(config_dir, fqrn, server_url, pubkey, cache_base, proxy="DIRECT", extra=None):
     """A configuration root for one repository: default.local (proxy, cache), config.d/<fqrn>.conf (server),
@@ -22,6 +24,17 @@ def write_config(config_dir, fqrn, server_url, pubkey, cache_base, proxy="DIRECT
     with open(os.path.join(config_dir, "config.d", fqrn + ".conf"), "w") as f:
         f.write('CVMFS_SERVER_URL="{}"\n'.format(server_url))
     return config_dir
+
+
+def publish_and_serve(src, fqrn, tmp_path, nginx, config_dir, cache_base, **publish_options):
+    """Publish ``src`` as ``fqrn`` into ``tmp_path``/srv (keys in ``tmp_path``/keys), serve it with the ``nginx``
+    fixture and write a client configuration for it: ``{keys, storage, base, config}``."""
+    keys = make_keys(tmp_path / "keys", fqrn)
+    storage = tmp_path / "srv" / fqrn
+    publish_tree(src, storage, fqrn, keys, **publish_options)
+    base = nginx(tmp_path / "srv")
+    config = write_config(config_dir, fqrn, base + "/@fqrn@", keys / (fqrn + ".pub"), cache_base)
+    return dict(keys=keys, storage=storage, base=base, config=config)
 
 
 def open_with(config_dir, fqrn, **overrides):
