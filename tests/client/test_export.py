@@ -9,7 +9,9 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -205,6 +207,52 @@ def test_a_killed_worker_process_fails_the_export_and_the_others_are_stopped(ser
     assert len(forking) == 3
     _all_reaped(forking)
     _assert_cache_consistent(served["cache"], killed=True)
+
+
+_SLOW_EXPORT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from cvmfs_pilot.client import export
+from support.client_env import open_with
+export.FORK_THRESHOLD, export.TASK_BATCH = 4, 2
+export._write_file = lambda objects, task: time.sleep(120)
+with open_with({config!r}, {fqrn!r}) as repository:
+    export.export(repository, "/", {out!r}, processes=2)
+"""
+
+
+def _children_of(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/{}/stat".format(entry)) as f:
+                if entry.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def test_the_worker_processes_end_with_an_exporting_process_killed_by_sigkill(served):
+    code = _SLOW_EXPORT.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               config=str(served["config"]), fqrn=FQRN, out=str(served["tmp"] / "out"))
+    exporter = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children_of(exporter.pid)) < 2 and exporter.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _children_of(exporter.pid)
+        assert len(workers) == 2
+    finally:
+        exporter.kill()
+        exporter.wait()
+    deadline = time.monotonic() + 10
+    while any(os.path.exists("/proc/{}".format(pid)) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in workers if os.path.exists("/proc/{}".format(pid))]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def _export_in_a_process(config, out, queue):

@@ -16,6 +16,7 @@ content hash before its bytes reach the target.
 """
 
 import concurrent.futures
+import ctypes
 import errno
 import logging
 import os
@@ -42,6 +43,7 @@ TASK_BATCH = 32  # files sent to a worker process per message
 STOP_GRACE = 15.0  # seconds that workers get to finish the files they are writing when the export fails
 STOP_POLL = 0.2  # seconds between a worker's looks at whether it must stop
 
+PR_SET_PDEATHSIG = 1
 _LENGTH = struct.Struct(">I")
 
 
@@ -284,6 +286,7 @@ class _Child(object):
     @classmethod
     def start(cls, repository, threads, siblings):
         downloader = repository.objects.downloader.forked()
+        parent = os.getpid()
         tasks_read, tasks_write = os.pipe()
         results_read, results_write = os.pipe()
         try:
@@ -295,6 +298,7 @@ class _Child(object):
         if pid == 0:  # the worker; never returns
             status = 1
             try:
+                _die_with(parent)
                 for fd in [tasks_write, results_read] + [fd for s in siblings for fd in s._fds()]:
                     os.close(fd)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -360,6 +364,15 @@ class _Child(object):
         for fd in self._fds():
             os.close(fd)
         self._tasks_fd = self.results_fd = None
+
+
+def _die_with(parent):
+    """End this worker with SIGKILL when the exporting process ends, even by ``kill -9`` (PR_SET_PDEATHSIG): the
+    files it would still write are of no use then. Exits at once if that process has ended already."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                                            ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _child_main(repository, downloader, threads, tasks_fd, results_fd):
