@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cvmfs_pilot.client.export import FORK_THRESHOLD
+
 from support.client_env import write_config
 from support.repo import make_keys, publish_tree
 
@@ -60,6 +62,9 @@ def test_the_client_reads_a_repository_under_python36(tmp_path):
     (src / "dir").mkdir(parents=True)
     (src / "dir" / "hello").write_bytes(b"hello from 3.6\n")
     (src / "big").write_bytes(os.urandom(50_000))
+    (src / "many").mkdir()
+    for i in range(FORK_THRESHOLD + 10):  # enough for fs get to fork worker processes
+        (src / "many" / "f{}".format(i)).write_bytes(b"%d\n" % i)
     keys = make_keys(tmp_path / "keys", fqrn)
     publish_tree(src, tmp_path / "srv" / fqrn, fqrn, keys)
     config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
@@ -68,9 +73,11 @@ def test_the_client_reads_a_repository_under_python36(tmp_path):
     assert cat.returncode == 0, cat.stderr
     assert cat.stdout == "hello from 3.6\n"
     out = tmp_path / "export"
-    get = _run36(["-m", "cvmfs_pilot", "fs", "get", fqrn, "/", "--to", str(out), "--config-dir", str(config)])
+    get = _run36(["-m", "cvmfs_pilot", "fs", "get", fqrn, "/", "--to", str(out), "--config-dir", str(config), "-v"])
     assert get.returncode == 0, get.stderr
+    assert "worker processes" in get.stderr
     assert (out / "big").read_bytes() == (src / "big").read_bytes()
+    assert all((out / "many" / "f{}".format(i)).read_bytes() == b"%d\n" % i for i in range(FORK_THRESHOLD + 10))
 
 
 def test_node_exec_runs_a_job_with_cvmfs_under_python36(tmp_path):
