@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from support.exec_env import CONFIG_REPO, ONE, TWO, kill9, wait_for_file
-from support.fuse_env import fuse_mounts_below
+from support.exec_env import CONFIG_REPO, MANY_FILES, ONE, TWO, kill9, wait_for_file
+from support.fuse_env import fuse_mounts_below, user_processes
 
 MODES = ["userns", "fusermount"]
 
@@ -179,6 +179,16 @@ def test_export_mode_copies_the_declared_subtrees(exec_env):
                                                 ONE + "/data", "--subtree", ONE + "/hello.txt"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["./data/big.bin", "./hello.txt", "hello from one"]
+
+
+def test_export_mode_writes_a_large_subtree_with_worker_processes_and_leaves_none(exec_env):
+    script = 'cd "$CVMFS_MOUNT_DIR/{}/many" && cat f*'.format(ONE)
+    result = exec_env.run(exec_env.exec_command(["sh", "-c", script], [ONE], "--mode", "export", "--subtree",
+                                                ONE + "/many", "-v"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "".join("{}\n".format(i) for i in range(MANY_FILES))
+    assert "worker processes" in result.stderr
+    assert [p for p in user_processes(exec_env.unprivileged.uid) if "cvmfs_pilot" in p[1]] == []
 
 
 # -- bad input ------------------------------------------------------------------------------------------------

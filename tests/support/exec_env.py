@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cvmfs_pilot.client.export import FORK_THRESHOLD
+
 from support.fuse_env import leftovers, leftovers_removed, wait_for
 from support.repo import make_keys, publish_tree
 
@@ -23,6 +25,7 @@ PYTHON = sys.executable
 NODE = [PYTHON, "-m", "cvmfs_pilot", "node"]
 CONFIG_REPO, ONE, TWO = "config.exec.test", "one.exec.test", "two.exec.test"
 REPOSITORIES = (CONFIG_REPO, ONE, TWO)
+MANY_FILES = FORK_THRESHOLD + 20  # one.exec.test/many: enough for an export to fork worker processes
 
 
 def _write_tree(source, files):
@@ -41,6 +44,7 @@ def publish_content_repositories(root):
     contents = {ONE: {"hello.txt": "hello from one\n", "bin/tool.sh": "#!/bin/sh\necho tool of one\n",
                       "data/big.bin": os.urandom(300_000)},
                 TWO: {"greeting.txt": "greetings from two\n"}}
+    contents[ONE].update(("many/f{:03d}".format(i), "{}\n".format(i)) for i in range(MANY_FILES))
     for fqrn in REPOSITORIES:
         make_keys(root / "keys", fqrn)
     for fqrn, files in contents.items():
