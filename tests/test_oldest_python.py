@@ -46,6 +46,14 @@ def _run36(args, **kwargs):
                           universal_newlines=True, timeout=120, **kwargs)
 
 
+def _published(src, fqrn, tmp_path):
+    """``src`` published as ``fqrn`` below ``tmp_path``, read through file://; the client configuration."""
+    keys = make_keys(tmp_path / "keys", fqrn)
+    publish_tree(src, tmp_path / "srv" / fqrn, fqrn, keys)
+    return write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"), keys / (fqrn + ".pub"),
+                        tmp_path / "cache")
+
+
 def test_every_node_tier_module_imports_under_python36():
     modules = ["cvmfs_pilot", "cvmfs_pilot.cli"]
     for package in NODE_TIER:
@@ -65,10 +73,7 @@ def test_the_client_reads_a_repository_under_python36(tmp_path):
     (src / "many").mkdir()
     for i in range(FORK_THRESHOLD + 10):  # enough for fs get to fork worker processes
         (src / "many" / "f{}".format(i)).write_bytes(b"%d\n" % i)
-    keys = make_keys(tmp_path / "keys", fqrn)
-    publish_tree(src, tmp_path / "srv" / fqrn, fqrn, keys)
-    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
-                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    config = _published(src, fqrn, tmp_path)
     cat = _run36(["-m", "cvmfs_pilot", "fs", "cat", fqrn, "/dir/hello", "--config-dir", str(config)])
     assert cat.returncode == 0, cat.stderr
     assert cat.stdout == "hello from 3.6\n"
@@ -85,10 +90,7 @@ def test_node_exec_runs_a_job_with_cvmfs_under_python36(tmp_path):
     fqrn = "py36.example.org"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "hello").write_text("hello from node exec on 3.6\n")
-    keys = make_keys(tmp_path / "keys", fqrn)
-    publish_tree(tmp_path / "src", tmp_path / "srv" / fqrn, fqrn, keys)
-    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
-                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    config = _published(tmp_path / "src", fqrn, tmp_path)
     work = tmp_path / "work"
     result = _run36(["-m", "cvmfs_pilot", "node", "exec", "--work-dir", str(work), "--config-dir", str(config),
                      "--repos", fqrn, "--mode", "userns", "--", "cat", "/cvmfs/{}/hello".format(fqrn)])
@@ -105,10 +107,7 @@ def test_a_pilot_runs_its_job_with_cvmfs_under_python36(tmp_path):
     fqrn = "py36.example.org"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "hello").write_text("hello from a pilot on 3.6\n")
-    keys = make_keys(tmp_path / "keys", fqrn)
-    publish_tree(tmp_path / "src", tmp_path / "srv" / fqrn, fqrn, keys)
-    config = write_config(tmp_path / "etc", fqrn, "file://{}/@fqrn@".format(tmp_path / "srv"),
-                          keys / (fqrn + ".pub"), tmp_path / "cache")
+    config = _published(tmp_path / "src", fqrn, tmp_path)
     staging = tmp_path / "factory" / "staging"
     (tmp_path / "factory.toml").write_text("\n".join([
         "[factory]", 'name = "py36"', 'work_dir = "{}"'.format(tmp_path / "factory"),

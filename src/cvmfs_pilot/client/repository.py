@@ -278,17 +278,6 @@ class OpenFile(object):
                                       start - chunk.offset))
         return b"".join(pieces)
 
-    def copy_to(self, out_fd):
-        """Write the whole file to ``out_fd``, object by object, letting the kernel copy."""
-        pieces = ([(self.entry.hash, SUFFIX_NONE, self.size)] if self._chunks is None else
-                  [(c.hash, SUFFIX_PARTIAL, c.size) for c in self._chunks])
-        for content_hash, suffix, size in pieces:
-            f = self._acquire(content_hash, suffix, size)
-            try:
-                _copy_object(f, out_fd, size, self.entry.path, content_hash)
-            finally:
-                self._release(f)
-
     def close(self):
         with self._lock:
             for f in list(self._open.values()) + list(self._retired):

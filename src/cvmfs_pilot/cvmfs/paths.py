@@ -6,6 +6,7 @@ import struct
 
 ROOT_PATH = ""  # the repository root in catalogs: the empty string, not "/"
 ROOT_MD5_HEX = "d41d8cd98f00b204e9800998ecf8427e"
+_MD5_HALVES = struct.Struct("<qq")
 
 
 def md5_pair(path):
@@ -13,7 +14,7 @@ def md5_pair(path):
     int64 halves. ``path`` is text (``/a/b``) or bytes."""
     if isinstance(path, str):
         path = path.encode("utf-8", "surrogateescape")
-    return struct.unpack("<qq", hashlib.md5(path).digest())
+    return _MD5_HALVES.unpack(hashlib.md5(path).digest())
 
 
 def normalize(path):

@@ -1,10 +1,8 @@
 """Writing one catalog database (schema 2.5 revision 7) with the statistics counters the real client demands."""
 
-import hashlib
 import shutil
 import sqlite3
 import stat as statmod
-import struct
 
 from cvmfs_pilot.cvmfs import catalog as fmt
 from cvmfs_pilot.cvmfs import paths
@@ -17,12 +15,6 @@ _INSERT_ENTRY = "INSERT INTO catalog ({}) VALUES ({})".format(_ENTRY_COLUMNS, ",
 _BATCH_ROWS = 1024
 _CHUNK_COLUMNS = "md5path_1, md5path_2, offset, size, hash"
 _INSERT_CHUNK = "INSERT INTO chunks ({}) VALUES (?, ?, ?, ?, ?)".format(_CHUNK_COLUMNS)
-_MD5_HALVES = struct.Struct("<qq")
-
-
-def _md5_pair(path):
-    """:func:`cvmfs.paths.md5_pair` of a text path, without its per-call checks (one call per row)."""
-    return _MD5_HALVES.unpack(hashlib.md5(path.encode("utf-8", "surrogateescape")).digest())
 
 
 class Counters:
@@ -160,14 +152,14 @@ class CatalogWriter:
 
     def _add(self, path, mode, size, mtime, mtimens, flags, content_hash, symlink, uid, gid, hardlinks, xattr,
              chunks):
-        md5 = _md5_pair(path)
+        md5 = paths.md5_pair(path)
         if path == paths.ROOT_PATH:
             parent = (0, 0)
             name = ""
         else:
             directory, name = path.rsplit("/", 1)
             if directory != self._parent[0]:  # entries come directory by directory
-                self._parent = (directory, _md5_pair(directory))
+                self._parent = (directory, paths.md5_pair(directory))
             parent = self._parent[1]
         self._rows.append((md5[0], md5[1], parent[0], parent[1], hardlinks,
                            content_hash.digest if content_hash else None, size, mode, mtime, mtimens, flags, name,

@@ -77,12 +77,16 @@ def scan_directory(abspath, path):
     try:
         dir_fd = os.open(abspath, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        raise PublishError("cannot read directory {}: {}; make it readable or remove it from the source".format(
-            abspath, exc.strerror))
+        raise _unreadable_directory(abspath, exc)
     try:
         return _scan(dir_fd, abspath, path)
     finally:
         os.close(dir_fd)
+
+
+def _unreadable_directory(abspath, exc):
+    return PublishError("cannot read directory {}: {}; make it readable or remove it from the source".format(
+        abspath, exc.strerror))
 
 
 def _scan(dir_fd, abspath, path):
@@ -90,8 +94,7 @@ def _scan(dir_fd, abspath, path):
     try:
         raw_names = sorted(os.fsencode(name) for name in os.listdir(dir_fd))
     except OSError as exc:
-        raise PublishError("cannot read directory {}: {}; make it readable or remove it from the source".format(
-            abspath, exc.strerror))
+        raise _unreadable_directory(abspath, exc)
     prefix = abspath.rstrip("/") + "/"
     entries = []
     for raw in raw_names:

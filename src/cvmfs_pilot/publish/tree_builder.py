@@ -236,9 +236,8 @@ class TreeBuilder:
             blob = xattrs.encode(entry.xattrs) if entry.xattrs else None
         except xattrs.XattrBlobError as exc:
             raise PublishError("{}: {}".format(entry.abspath, exc))
-        mtime, mtimens = divmod(st.st_mtime_ns, 10**9)
-        return dict(path=entry.path, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, xattr=blob, mtime=mtime,
-                    mtimens=mtimens)
+        return dict(path=entry.path, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, xattr=blob,
+                    **_time_fields(st))
 
     def _file_flags(self, content_hash, chunks):
         return fmt.entry_flags(statmod.S_IFREG, self.settings.algorithm, self.settings.compression,
