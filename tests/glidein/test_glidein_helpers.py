@@ -259,6 +259,30 @@ add_config_line_safe LAST done
     assert leftovers(pilot) == []
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_dead_holders_mkdir_lock_is_broken_once_and_a_live_ones_is_kept(pilot, tmp_path, shell):
+    env = {"PATH": _path_without_flock(tmp_path / "bin")}
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lockdir = pilot.work / "glidein_config.lockdir"
+    lockdir.mkdir()
+    (lockdir / "pid").write_text("{}\n".format(dead.pid))
+    result = run(pilot, 'gconfig_add_safe AFTER_DEAD yes\n', shell, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "removing the lock {} of process {}, which is gone".format(lockdir, dead.pid) in result.stderr
+    assert pilot.config.items()["AFTER_DEAD"] == "yes"
+    assert leftovers(pilot) == []  # neither the lock nor the breaking lock is left
+    lockdir.mkdir()  # held by a live process (this one): waited for, never broken
+    (lockdir / "pid").write_text("{}\n".format(os.getpid()))
+    result = run(pilot, 'gconfig_add_safe AFTER_LIVE yes\n', shell, env=dict(env, GCONFIG_LOCK_TIMEOUT="1"))
+    assert result.returncode == 1
+    assert "no lock {} after 1s: process {} holds it".format(lockdir, os.getpid()) in result.stderr
+    assert "AFTER_LIVE" not in pilot.config.items()
+    assert (lockdir / "pid").read_text() == "{}\n".format(os.getpid())
+    (lockdir / "pid").unlink()
+    lockdir.rmdir()
+
+
 def test_warn_writes_a_timestamped_message_to_stderr(pilot):
     result = run(pilot, "warn something went wrong\n")
     assert result.returncode == 0 and result.stdout == ""
